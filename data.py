@@ -1,0 +1,268 @@
+"""CIFAR-10: find or download it, read the standard python batches safely, serve batches on the device.
+
+The whole uint8 data set lives on the training device. Every training epoch draws one random
+permutation, and the paper's augmentation (pad 4, random 32x32 crop, horizontal flip) and the
+normalisation run as a few batched tensor operations: no PIL, no DataLoader, no worker processes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+FOLDER = "cifar-10-batches-py"
+ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILES = ("test_batch",)
+IMAGE_SHAPE = (3, 32, 32)
+PAD = 4  # pixels of zero padding around each image before the random crop (Sec. 4.2)
+
+
+class DataError(Exception):
+    """A problem with the data that the user can fix; the message says what and where."""
+
+
+def find_or_download(root: Path) -> Path:
+    """The ``cifar-10-batches-py`` folder under ``root``, downloaded and extracted if missing."""
+    folder = Path(root) / FOLDER
+    if folder.is_dir():
+        return folder
+    # Imported here: only a missing data set needs the downloader.
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(ARCHIVE_URL, str(root), md5=ARCHIVE_MD5)
+    except Exception as error:  # any network or archive failure ends in the same advice
+        raise DataError(
+            f"CIFAR-10 is not in {folder} and the download failed ({type(error).__name__}: {error}). "
+            f"Put cifar-10-python.tar.gz from {ARCHIVE_URL} in {root} (or its extracted {FOLDER}/ "
+            f"folder there), or point --data-dir at the folder that holds {FOLDER}/."
+        ) from None
+    if not folder.is_dir():
+        raise DataError(f"the downloaded archive did not contain {FOLDER}/ (looked in {root})")
+    return folder
+
+
+def _numpy_reconstruct():
+    # numpy 2 writes numpy._core, the original CIFAR files name numpy.core; both mean this function.
+    core = getattr(np, "_core", None) or np.core
+    return core.multiarray._reconstruct
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads a CIFAR batch: plain containers and numpy arrays only, never arbitrary code.
+
+    A pickle may name any importable callable and have it called; this one refuses every
+    name except those that rebuilding a numpy array needs (``_codecs.encode`` turns the text
+    that Python 3 writes for raw bytes in protocol 2 back into bytes; torch's weights_only
+    loader allows it too).
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+        ("numpy", "ndarray"): lambda: np.ndarray,
+        ("numpy", "dtype"): lambda: np.dtype,
+        ("_codecs", "encode"): lambda: codecs.encode,
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR batch holds only arrays and lists")
+        return self.ALLOWED[(module, name)]()
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N x 3 x 32 x 32 uint8) and labels (N int64) of one batch file, checked.
+
+    Accepts both pickles of Python-2 strings (the original files) and of bytes keys; checksums
+    are not required to match the originals, so any correct copy in this layout works.
+    """
+    try:
+        with open(path, "rb") as file:
+            # latin1 turns Python-2 strings into str and keeps numpy's raw bytes intact.
+            batch = _BatchUnpickler(file, encoding="latin1").load()
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; a CIFAR-10 folder holds {', '.join(TRAIN_FILES + TEST_FILES)}") from None
+    except Exception as error:
+        raise DataError(f"{path}: not a readable CIFAR-10 batch ({type(error).__name__}: {error})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: expected a dict, found {type(batch).__name__}")
+    batch = {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in batch.items()}
+    missing = {"data", "labels"} - batch.keys()
+    if missing:
+        raise DataError(f"{path}: missing the key(s) {sorted(missing)}")
+    data, labels = batch["data"], np.asarray(batch["labels"])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        raise DataError(f"{path}: 'data' must be an N x 3072 uint8 array, found {type(data).__name__} {shape}")
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: 'labels' must be {len(data)} integers, found {labels.dtype} {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(CLASSES)):
+        raise DataError(f"{path}: labels must lie in 0..{len(CLASSES) - 1}, found {labels.min()}..{labels.max()}")
+    return data.reshape(-1, *IMAGE_SHAPE), labels.astype(np.int64)
+
+
+def read_split(folder: Path, files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The concatenated images and labels of some batch files, as CPU tensors."""
+    parts = [read_batch(Path(folder) / name) for name in files]
+    images = np.concatenate([images for images, _ in parts])
+    labels = np.concatenate([labels for _, labels in parts])
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # N x 3 x 32 x 32, uint8
+    labels: torch.Tensor  # N, int64
+
+
+@dataclass
+class Cifar10:
+    train: Split
+    test: Split
+    val: Optional[Split] = None
+
+
+def load_cifar10(folder: Path, val_size: int = 0, seed: int = 0) -> Cifar10:
+    """Train and test sets, with ``val_size`` training images held out (chosen by ``seed``)."""
+    train = Split(*read_split(folder, TRAIN_FILES))
+    test = Split(*read_split(folder, TEST_FILES))
+    if not 0 <= val_size < len(train.labels):
+        raise DataError(f"--val-size must lie in 0..{len(train.labels) - 1} (the training set has {len(train.labels)} images), got {val_size}")
+    if val_size == 0:
+        return Cifar10(train, test)
+    # The split depends only on the seed, never on the global random state.
+    order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))
+    keep, held_out = order[val_size:], order[:val_size]
+    return Cifar10(
+        Split(train.images[keep], train.labels[keep]),
+        test,
+        Split(train.images[held_out], train.labels[held_out]),
+    )
+
+
+def pixel_moments(images: torch.Tensor, chunk: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel mean of x and of x^2 (3 x 32 x 32, float64, x in [0, 1]), a chunk at a time:
+    50k images in float64 at once would take 1.2 GB."""
+    total = torch.zeros(images.shape[1:], dtype=torch.float64)
+    total_square = torch.zeros_like(total)
+    for part in images.split(chunk):
+        part = part.double().div_(255)
+        total += part.sum(dim=0)
+        total_square += part.square_().sum(dim=0)
+    return total / len(images), total_square / len(images)
+
+
+@dataclass
+class Normalization:
+    """x -> (x / 255 - mean) / std on uint8 images, folded into one multiply-add."""
+
+    mean: torch.Tensor  # broadcastable to 3 x 32 x 32, in [0, 1] units
+    std: torch.Tensor
+
+    @classmethod
+    def per_pixel(cls, images: torch.Tensor) -> "Normalization":
+        """The paper's: subtract the per-pixel mean image of the training set, no scaling."""
+        mean, _ = pixel_moments(images)
+        return cls(mean.float(), torch.ones(1))
+
+    @classmethod
+    def per_channel(cls, images: torch.Tensor) -> "Normalization":
+        """The seed repository's: per-channel mean and standard deviation."""
+        mean, mean_square = pixel_moments(images)
+        channel_mean = mean.mean(dim=(1, 2), keepdim=True)
+        channel_std = (mean_square.mean(dim=(1, 2), keepdim=True) - channel_mean**2).sqrt()
+        return cls(channel_mean.float(), channel_std.float())
+
+    def to(self, device: torch.device) -> "Normalization":
+        return Normalization(self.mean.to(device), self.std.to(device))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        scale = 1 / (255 * self.std)
+        return torch.addcmul(-self.mean / self.std, images.float(), scale)
+
+    def invert(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Back to [0, 1] pixels, for showing images."""
+        return (normalized * self.std + self.mean).clamp(0, 1)
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = PAD) -> torch.Tensor:
+    """Pad each image by ``pad`` zeros, take a random crop of the original size, flip half of them.
+
+    One gather does crop and flip for the whole batch: output column j of a flipped image
+    reads padded column dx + (W - 1 - j).
+    """
+    batch, channels, height, width = images.shape
+    device = images.device
+    padded = F.pad(images, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (batch, 1), device=device, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (batch, 1), device=device, generator=generator)
+    flip = torch.rand(batch, 1, device=device, generator=generator) < 0.5
+    rows = dy + torch.arange(height, device=device)
+    columns = torch.arange(width, device=device)
+    columns = dx + torch.where(flip, width - 1 - columns, columns)
+    return padded[
+        torch.arange(batch, device=device)[:, None, None, None],
+        torch.arange(channels, device=device)[None, :, None, None],
+        rows[:, None, :, None],
+        columns[:, None, None, :],
+    ]
+
+
+class DeviceLoader:
+    """Batches of normalised images from a uint8 split that lives on the device.
+
+    Training loaders shuffle, augment and drop the last partial batch, so every step has the
+    same batch shape (compiled graphs never see a second shape); over many epochs each image
+    is still seen equally often, because each epoch's permutation is fresh.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        normalization: Normalization,
+        device: torch.device,
+        train: bool,
+        generator: Optional[torch.Generator] = None,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> None:
+        if train and generator is None:
+            raise ValueError("a training loader needs a generator for its shuffling and augmentation")
+        if train and batch_size > len(split.labels):
+            raise DataError(f"--batch-size {batch_size} is larger than the training set ({len(split.labels)} images)")
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size = batch_size
+        self.normalization = normalization.to(device)
+        self.device = device
+        self.train = train
+        self.generator = generator
+        self.memory_format = memory_format
+
+    def __len__(self) -> int:
+        count = len(self.labels)
+        return count // self.batch_size if self.train else -(-count // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.train:
+            order = torch.randperm(len(self.labels), device=self.device, generator=self.generator)
+        else:
+            order = torch.arange(len(self.labels), device=self.device)
+        for step in range(len(self)):
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            images = self.images[index]
+            if self.train:
+                images = random_crop_flip(images, self.generator)
+            images = self.normalization(images).contiguous(memory_format=self.memory_format)
+            yield images, self.labels[index]

@@ -1,0 +1,164 @@
+"""Data tests: reading the standard batches safely, the split, normalisation and the device loader."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import data
+from cifar_fixture import make_cifar, write_batch
+
+
+@pytest.fixture
+def cifar(tmp_path):
+    return make_cifar(tmp_path) / data.FOLDER
+
+
+def test_reads_latin1_and_bytes_style_pickles_alike(tmp_path):
+    labels = np.arange(20) % 10
+    write_batch(tmp_path / "str_keys", labels, np.random.default_rng(1))
+    write_batch(tmp_path / "bytes_keys", labels, np.random.default_rng(1), bytes_keys=True)
+    images_a, labels_a = data.read_batch(tmp_path / "str_keys")
+    images_b, labels_b = data.read_batch(tmp_path / "bytes_keys")
+    assert images_a.shape == (20, 3, 32, 32) and images_a.dtype == np.uint8
+    assert np.array_equal(images_a, images_b) and np.array_equal(labels_a, labels_b)
+    assert labels_a.tolist() == labels.tolist()
+
+
+def test_load_cifar10_returns_every_image_with_its_label(cifar):
+    dataset = data.load_cifar10(cifar)
+    assert dataset.train.images.shape == (5 * 64, 3, 32, 32)
+    assert dataset.test.images.shape == (100, 3, 32, 32)
+    assert dataset.val is None
+    assert dataset.train.labels.dtype == torch.int64
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": Exploit(), "labels": []}, protocol=2))
+    with pytest.raises(data.DataError, match=r"refused to load (posix|os)\.system"):
+        data.read_batch(path)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"not a pickle at all", "not a readable CIFAR-10 batch"),
+        (pickle.dumps([1, 2, 3]), "expected a dict"),
+        (pickle.dumps({"labels": [1]}), r"missing the key\(s\) \['data'\]"),
+        (pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}), "N x 3072 uint8"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}), "N x 3072 uint8"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}), "must be 2 integers"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}), r"labels must lie in 0\.\.9"),
+    ],
+)
+def test_malformed_batch_gets_an_error_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "data_batch_3"
+    path.write_bytes(content)
+    with pytest.raises(data.DataError, match=message) as error:
+        data.read_batch(path)
+    assert str(path) in str(error.value)
+
+
+def test_truncated_batch_is_reported(cifar):
+    path = cifar / "data_batch_2"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(data.DataError, match="data_batch_2: not a readable CIFAR-10 batch"):
+        data.load_cifar10(cifar)
+
+
+def test_missing_folder_without_network_says_where_to_put_the_data(tmp_path, monkeypatch):
+    import torchvision.datasets.utils
+
+    def no_network(*_args, **_kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", no_network)
+    with pytest.raises(data.DataError) as error:
+        data.find_or_download(tmp_path / "nowhere")
+    message = str(error.value)
+    assert "cifar-10-python.tar.gz" in message and "--data-dir" in message and "network unreachable" in message
+
+
+def test_validation_split_is_disjoint_and_fixed_by_the_seed(cifar):
+    first = data.load_cifar10(cifar, val_size=40, seed=3)
+    again = data.load_cifar10(cifar, val_size=40, seed=3)
+    other = data.load_cifar10(cifar, val_size=40, seed=4)
+    assert len(first.val.labels) == 40 and len(first.train.labels) == 5 * 64 - 40
+    assert torch.equal(first.val.images, again.val.images)
+    assert not torch.equal(first.val.images, other.val.images)
+    everything = data.load_cifar10(cifar)
+    rows = lambda images: {bytes(image.numpy().tobytes()) for image in images}  # noqa: E731
+    assert rows(first.train.images) | rows(first.val.images) == rows(everything.train.images)
+    assert not rows(first.train.images) & rows(first.val.images)
+
+
+def test_validation_split_larger_than_the_training_set_is_refused(cifar):
+    with pytest.raises(data.DataError, match="--val-size must lie in 0..319"):
+        data.load_cifar10(cifar, val_size=320)
+
+
+def test_per_pixel_normalisation_centres_every_pixel(cifar):
+    images = data.load_cifar10(cifar).train.images
+    normalized = data.Normalization.per_pixel(images)(images)
+    assert normalized.mean(dim=0).abs().max() < 1e-5
+    # Subtraction only: the spread stays that of the raw pixels in [0, 1] units.
+    assert torch.allclose(normalized.std(dim=0), images.float().div(255).std(dim=0), atol=1e-5)
+
+
+def test_per_channel_normalisation_gives_zero_mean_unit_std_per_channel(cifar):
+    images = data.load_cifar10(cifar).train.images
+    normalization = data.Normalization.per_channel(images)
+    normalized = normalization(images).transpose(0, 1).reshape(3, -1)
+    assert torch.allclose(normalized.mean(dim=1), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(normalized.std(dim=1), torch.ones(3), atol=1e-4)
+    assert torch.allclose(normalization.invert(normalization(images[:4])), images[:4].float() / 255, atol=1e-5)
+
+
+def test_random_crop_flip_gives_a_shifted_and_possibly_mirrored_copy_of_each_image():
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    out = data.random_crop_flip(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    flips, shifts = 0, set()
+    for image, result in zip(padded, out):
+        candidates = [(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (False, True)
+                      if torch.equal(result, (lambda crop: crop.flip(2) if flip else crop)(image[:, dy:dy + 32, dx:dx + 32]))]
+        assert candidates, "an output is not a crop of its padded image"
+        flips += candidates[0][2]
+        shifts.add(candidates[0][:2])
+    assert 16 < flips < 48  # about half are mirrored
+    assert len(shifts) > 20  # offsets vary over the 9 x 9 choices
+
+
+def test_training_loader_shuffles_full_batches_and_evaluation_loader_covers_everything(cifar):
+    dataset = data.load_cifar10(cifar)
+    normalization = data.Normalization.per_pixel(dataset.train.images)
+    cpu = torch.device("cpu")
+    train = data.DeviceLoader(dataset.train, 48, normalization, cpu, True, torch.Generator().manual_seed(0))
+    batches = list(train)
+    assert len(train) == len(batches) == 320 // 48
+    assert all(images.shape == (48, 3, 32, 32) and labels.shape == (48,) for images, labels in batches)
+    first_epoch = torch.cat([labels for _, labels in batches])
+    second_epoch = torch.cat([labels for _, labels in train])
+    assert not torch.equal(first_epoch, second_epoch)
+
+    test = data.DeviceLoader(dataset.test, 30, normalization, cpu, False)
+    labels = torch.cat([labels for _, labels in test])
+    assert len(test) == 4 and torch.equal(labels, dataset.test.labels)
+    images = torch.cat([images for images, _ in test])
+    assert torch.allclose(images, normalization(dataset.test.images))
+
+
+def test_batch_larger_than_the_training_set_is_refused(cifar):
+    dataset = data.load_cifar10(cifar)
+    normalization = data.Normalization.per_pixel(dataset.train.images)
+    with pytest.raises(data.DataError, match="--batch-size 512 is larger than the training set"):
+        data.DeviceLoader(dataset.train, 512, normalization, torch.device("cpu"), True, torch.Generator())
