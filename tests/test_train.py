@@ -1,0 +1,205 @@
+"""End-to-end tests of train.py on tiny generated data (CPU)."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+import train
+from cifar_fixture import make_cifar
+from data import FOLDER
+
+COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "train_images_per_s"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_cifar(tmp_path_factory.mktemp("cifar"))
+
+
+def run_args(data_dir, results_dir, *extra):
+    return ["--model", "ResNet20", "--batch-size", "32", "--data-dir", str(data_dir),
+            "--results-dir", str(results_dir), *extra]
+
+
+def read_csv(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(data_dir, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    assert train.main(run_args(data_dir, results, "--epochs", "2")) == 0
+    return results / "ResNet20"
+
+
+def test_a_run_writes_every_artifact(two_epoch_run):
+    names = {path.name for path in two_epoch_run.iterdir()}
+    assert names == {"ResNet20_last.pth", "ResNet20_best.pth", "ResNet20_results.csv",
+                     "ResNet20_results.txt", "ResNet20_results.json"}
+    rows = read_csv(two_epoch_run / "ResNet20_results.csv")
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert list(rows[0]) == COLUMNS
+    result = json.loads((two_epoch_run / "ResNet20_results.json").read_text())
+    assert result["final_test_acc"] == pytest.approx(float(rows[-1]["test_acc"]))
+    assert result["parameters"] == 269_722 and result["steps"] == 2 * (320 // 32)
+    assert result["best"]["selected_on"] == "test"
+    summary = (two_epoch_run / "ResNet20_results.txt").read_text()
+    assert f"final test accuracy: {result['final_test_acc']:.2f}%" in summary
+    assert "chosen on the test set" in summary
+
+
+def test_checkpoints_load_with_weights_only_and_hold_the_full_state(two_epoch_run):
+    for name in ("ResNet20_last.pth", "ResNet20_best.pth"):
+        checkpoint = torch.load(two_epoch_run / name, weights_only=True)
+        assert {"model", "optimizer", "scheduler", "epoch", "args", "metrics", "history", "best", "rng"} <= checkpoint.keys()
+        assert checkpoint["args"]["model"] == "ResNet20"
+        assert not any(key.startswith(("module.", "_orig_mod.")) for key in checkpoint["model"])
+    last = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)
+    assert last["epoch"] == 2 and last["scheduler"]["step_count"] == 20
+    model = train.build_model("ResNet20")
+    model.load_state_dict(last["model"])
+
+
+def test_training_loss_falls_on_learnable_data(data_dir, tmp_path):
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "4", "--milestones", "3")) == 0
+    losses = [float(row["train_loss"]) for row in read_csv(tmp_path / "ResNet20" / "ResNet20_results.csv")]
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_validation_split_adds_columns_and_picks_best_on_validation(data_dir, tmp_path):
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1", "--val-size", "64")) == 0
+    rows = read_csv(tmp_path / "ResNet20" / "ResNet20_results.csv")
+    assert list(rows[0]) == COLUMNS[:3] + ["val_loss", "val_acc"] + COLUMNS[3:]
+    result = json.loads((tmp_path / "ResNet20" / "ResNet20_results.json").read_text())
+    assert result["best"]["selected_on"] == "val" and result["steps"] == (320 - 64) // 32
+
+
+def test_resume_continues_where_the_run_stopped(data_dir, tmp_path, monkeypatch, two_epoch_run):
+    original = train.train_one_epoch
+    calls = []
+
+    def stop_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", stop_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(run_args(data_dir, tmp_path, "--epochs", "2"))
+    monkeypatch.setattr(train, "train_one_epoch", original)
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--resume")) == 0
+
+    resumed = read_csv(tmp_path / "ResNet20" / "ResNet20_results.csv")
+    uninterrupted = read_csv(two_epoch_run / "ResNet20_results.csv")
+    metrics = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]
+    assert [[row[m] for m in metrics] for row in resumed] == [[row[m] for m in metrics] for row in uninterrupted]
+    weights = torch.load(tmp_path / "ResNet20" / "ResNet20_last.pth", weights_only=True)["model"]
+    reference = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)["model"]
+    assert all(torch.equal(weights[key], reference[key]) for key in reference)
+
+
+def test_existing_results_are_not_overwritten_silently(data_dir, two_epoch_run, capsys):
+    before = (two_epoch_run / "ResNet20_results.csv").read_text()
+    assert train.main(run_args(data_dir, two_epoch_run.parent, "--epochs", "1")) == 2
+    error = capsys.readouterr().err
+    assert "--resume" in error and "--overwrite" in error
+    assert (two_epoch_run / "ResNet20_results.csv").read_text() == before
+
+
+def test_milestones_default_to_half_and_three_quarters_of_the_epochs():
+    assert train.parse_args(["--epochs", "164"]).milestones == [82, 123]
+    assert train.parse_args(["--epochs", "10"]).milestones == [5, 7.5]
+    assert train.parse_args(["--epochs", "10", "--milestones", "4", "8"]).milestones == [4, 8]
+
+
+def test_step_schedule_drops_at_its_milestone_steps_within_a_single_epoch():
+    schedule = train.Schedule(0.1, milestone_steps=[195, 292], gamma=0.1, warmup=False)
+    rates = []
+    for _ in range(390):
+        rates.append(schedule.lr())
+        schedule.step()
+    assert rates[194] == pytest.approx(0.1) and rates[195] == pytest.approx(0.01)
+    assert rates[291] == pytest.approx(0.01) and rates[292] == pytest.approx(0.001)
+
+
+def test_warmup_runs_at_a_tenth_until_training_error_is_below_80_percent_then_returns_for_good():
+    schedule = train.Schedule(0.1, milestone_steps=[1000], gamma=0.1, warmup=True)
+    assert schedule.lr() == pytest.approx(0.01)
+    schedule.observe_train_error(0.85)
+    assert schedule.lr() == pytest.approx(0.01)
+    schedule.observe_train_error(0.79)
+    assert schedule.lr() == pytest.approx(0.1)
+    schedule.observe_train_error(0.9)
+    assert schedule.lr() == pytest.approx(0.1)
+    restored = train.Schedule(0.1, milestone_steps=[1000], gamma=0.1, warmup=True)
+    restored.load_state_dict(schedule.state_dict())
+    assert restored.lr() == pytest.approx(0.1)
+
+
+def test_warmup_in_a_real_run_ends_and_the_learning_rate_returns(data_dir, tmp_path):
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "3", "--milestones", "2.9", "--warmup", "on")) == 0
+    rates = [float(row["lr"]) for row in read_csv(tmp_path / "ResNet20" / "ResNet20_results.csv")]
+    assert rates[0] == pytest.approx(0.01)
+    assert rates[1] == pytest.approx(0.1)
+
+
+def test_warmup_auto_is_on_for_the_paper_s_deepest_nets_only():
+    assert set(train.WARMUP_MODELS) == {"ResNet110", "ResNet1202"}
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--epochs", "0"], "--epochs must be positive"),
+        (["--batch-size", "-1"], "--batch-size must be positive"),
+        (["--lr", "0"], "--lr must be positive"),
+        (["--epochs", "10", "--milestones", "12"], "--milestones must increase and lie strictly between 0 and --epochs"),
+        (["--milestones", "100", "50"], "--milestones must increase"),
+        (["--val-size", "100000"], "--val-size must lie in 0..319"),
+        (["--batch-size", "1000"], "--batch-size 1000 is larger than the training set"),
+        (["--model", "Plain20", "--shortcut", "B"], "Plain20 takes no --shortcut option"),
+        (["--stem", "imagenet"], "ResNet20 takes no --stem option"),
+        (["--resume", "/nonexistent/ResNet20_last.pth"], "no checkpoint at /nonexistent/ResNet20_last.pth"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_status_2(data_dir, tmp_path, capsys, extra, message):
+    assert train.main(run_args(data_dir, tmp_path, *extra)) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_corrupted_batch_file_is_named_in_the_error(tmp_path, capsys):
+    root = make_cifar(tmp_path / "data")
+    (root / FOLDER / "data_batch_4").write_bytes(b"\x80\x02garbage")
+    assert train.main(run_args(root, tmp_path / "results", "--epochs", "1")) == 2
+    assert "data_batch_4: not a readable CIFAR-10 batch" in capsys.readouterr().err
+
+
+def test_missing_data_folder_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    import torchvision.datasets.utils
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("no internet")))
+    assert train.main(run_args(tmp_path / "empty", tmp_path / "results", "--epochs", "1")) == 2
+    error = capsys.readouterr().err
+    assert "could not" in error or "download failed" in error
+    assert "--data-dir" in error
+
+
+def test_a_checkpoint_of_another_model_is_refused(data_dir, two_epoch_run, tmp_path, capsys):
+    foreign = two_epoch_run / "ResNet20_last.pth"
+    args = ["--model", "ResNet32", "--batch-size", "32", "--data-dir", str(data_dir), "--results-dir", str(tmp_path),
+            "--epochs", "2", "--resume", str(foreign)]
+    assert train.main(args) == 2
+    assert "holds a ResNet20, not a ResNet32" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error(data_dir, tmp_path, capsys):
+    assert train.main(run_args(data_dir, tmp_path, "--device", "cuda", "--epochs", "1")) == 2
+    assert "no CUDA device" in capsys.readouterr().err

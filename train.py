@@ -1,0 +1,491 @@
+"""Train a ResNet on CIFAR-10 with the paper's recipe (He et al. 2016, Sec. 4.2).
+
+    python train.py --model ResNet56                     # 164 epochs, lr 0.1, drops at epochs 82 and 123
+    python train.py --model ResNet110                    # warm-up at lr 0.01 until training error < 80%
+    python train.py --model ResNet20 --val-size 5000     # the paper's 45k/5k split; best.pth picked on validation
+    python train.py --model ResNet20 --epochs 1          # a smoke test with the same schedule shape
+    python train.py --model ResNet56 --resume            # continue from results/ResNet56/ResNet56_last.pth
+
+Writes results/<Model>/: <Model>_last.pth (every epoch), <Model>_best.pth, <Model>_results.csv
+(a row per epoch), and at the end <Model>_results.txt and <Model>_results.json. The headline is
+the final model's test accuracy; the best checkpoint is chosen on validation accuracy, or on test
+accuracy (and labelled so) when there is no validation split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import data
+from resnet import MODELS, build_model, count_parameters
+
+WARMUP_MODELS = ("ResNet110", "ResNet1202")  # the paper warms these up (Sec. 4.2)
+WARMUP_FACTOR = 0.1  # lr 0.01 for a base lr of 0.1
+WARMUP_EXIT_ERROR = 0.80  # leave the warm-up once the training error falls below 80%
+WARMUP_CHECK_STEPS = 20  # how often (in steps) the warm-up reads the training error
+EVAL_BATCH_SIZE = 1000
+
+
+class UsageError(Exception):
+    """A bad argument or input; reported as one line and exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Train a ResNet on CIFAR-10 with the paper's recipe.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", default="ResNet20", choices=list(MODELS), metavar="MODEL",
+                        help=f"architecture, one of: {', '.join(MODELS)}")
+    parser.add_argument("--shortcut", choices=("A", "B"), default=None,
+                        help="shortcut option (ResNets only); default: A for the CIFAR nets, B for ResNet18-152")
+    parser.add_argument("--stem", choices=("cifar", "imagenet"), default=None,
+                        help="stem of ResNet18-152; default: cifar (3x3 conv, no max-pool)")
+    parser.add_argument("--epochs", type=int, default=164, help="epochs (164 x 390 steps = the paper's 64k iterations)")
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch size")
+    parser.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
+    parser.add_argument("--milestones", type=float, nargs="+", default=None,
+                        help="epochs at which the lr is multiplied by --gamma; default: 50%% and 75%% of --epochs")
+    parser.add_argument("--gamma", type=float, default=0.1, help="lr factor at each milestone")
+    parser.add_argument("--warmup", choices=("auto", "on", "off"), default="auto",
+                        help="lr/10 until the training error is below 80%%; auto: on for ResNet110 and ResNet1202")
+    parser.add_argument("--normalize", choices=("pixel", "channel"), default="pixel",
+                        help="pixel: subtract the per-pixel mean image (paper); channel: per-channel mean/std")
+    parser.add_argument("--val-size", type=int, default=0,
+                        help="training images held out for validation (the paper used 5000); 0: none")
+    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order and the split")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="auto: bf16 autocast where the device has fast bf16, else fp32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long runs)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help=f"folder holding {data.FOLDER}/")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="results go to RESULTS_DIR/<model>/")
+    parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
+                        help="continue a run from PATH, or without PATH from RESULTS_DIR/<model>/<model>_last.pth")
+    parser.add_argument("--overwrite", action="store_true", help="start afresh even where this model's results exist")
+    args = parser.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    for name in ("epochs", "batch_size", "lr"):
+        if getattr(args, name) <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.val_size < 0:
+        raise UsageError(f"--val-size must be 0 or more, got {args.val_size}")
+    if args.milestones is None:
+        args.milestones = [0.5 * args.epochs, 0.75 * args.epochs]
+    if any(not 0 < m < args.epochs for m in args.milestones) or sorted(args.milestones) != args.milestones:
+        raise UsageError(f"--milestones must increase and lie strictly between 0 and --epochs ({args.epochs}), got {args.milestones}")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+
+
+def model_options(args: argparse.Namespace) -> dict:
+    """The keyword options for the model's builder that the user set."""
+    options = {name: getattr(args, name) for name in ("shortcut", "stem") if getattr(args, name) is not None}
+    try:
+        build_model(args.model, **options)
+    except TypeError:
+        raise UsageError(f"{args.model} takes no {' / '.join('--' + o for o in options)} option") from None
+    return options
+
+
+# --------------------------------------------------------------------------------------------
+# Device and precision
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but PyTorch sees no CUDA device here; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was asked for, but this machine has no MPS device; use --device cpu")
+    return device
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix maths runs faster than fp32 here: Ampere+ GPUs, CPUs with AMX or AVX512-BF16."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type == "cpu":
+        return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return False
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        return "bf16" if has_fast_bf16(device) else "fp32"
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------------------------
+# Learning-rate schedule
+
+
+def milestone_lr(step: int, base_lr: float, milestone_steps: list[int], gamma: float) -> float:
+    """The step schedule: base_lr times gamma for each milestone already reached."""
+    return base_lr * gamma ** sum(step >= m for m in milestone_steps)
+
+
+class Schedule:
+    """The paper's per-iteration step schedule, with its optional warm-up.
+
+    During the warm-up the rate is a tenth of the schedule's; it ends for good the first time
+    the training error is seen below 80%. Warm-up steps count toward the total, as in the paper.
+    """
+
+    def __init__(self, base_lr: float, milestone_steps: list[int], gamma: float, warmup: bool) -> None:
+        self.base_lr = base_lr
+        self.milestone_steps = milestone_steps
+        self.gamma = gamma
+        self.step_count = 0
+        self.warming_up = warmup
+
+    def lr(self) -> float:
+        lr = milestone_lr(self.step_count, self.base_lr, self.milestone_steps, self.gamma)
+        return lr * WARMUP_FACTOR if self.warming_up else lr
+
+    def step(self) -> None:
+        self.step_count += 1
+
+    def observe_train_error(self, error: float) -> None:
+        if self.warming_up and error < WARMUP_EXIT_ERROR:
+            self.warming_up = False
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count, "warming_up": self.warming_up,
+                "milestone_steps": list(self.milestone_steps), "base_lr": self.base_lr, "gamma": self.gamma}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = state["step_count"]
+        self.warming_up = state["warming_up"]
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation
+
+
+def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torch.optim.Optimizer,
+                    schedule: Schedule, precision: str, progress: Optional[tqdm]) -> dict:
+    """One pass over the training loader. Loss and accuracy stay on the device until the end
+    (or a warm-up check), so no step waits for the host."""
+    model.train()
+    device = loader.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    window_correct, window_seen = torch.zeros((), device=device, dtype=torch.long), 0
+    seen = 0
+    start = time.perf_counter()
+    for step, (images, labels) in enumerate(loader, 1):
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.lr()
+        with autocast(device, precision):
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+
+        batch_correct = (logits.argmax(dim=1) == labels).sum()
+        loss_sum += loss.detach() * len(labels)
+        correct += batch_correct
+        seen += len(labels)
+        if schedule.warming_up:
+            window_correct += batch_correct
+            window_seen += len(labels)
+            if step % WARMUP_CHECK_STEPS == 0 or step == len(loader):
+                schedule.observe_train_error(1 - window_correct.item() / window_seen)
+                window_correct.zero_()
+                window_seen = 0
+        if progress is not None:
+            progress.update(1)
+            if step % 50 == 0 or step == len(loader):
+                progress.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%",
+                                     img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
+    loss_value, accuracy = loss_sum.item() / seen, 100 * correct.item() / seen  # the epoch's one sync
+    seconds = time.perf_counter() - start
+    return {"train_loss": loss_value, "train_acc": accuracy, "epoch_seconds": seconds, "train_images_per_s": seen / seconds}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: data.DeviceLoader, precision: str) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) over a loader, in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    for images, labels in loader:
+        with autocast(loader.device, precision):
+            logits = model(images)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(dim=1) == labels).sum()
+    count = len(loader.labels)
+    return loss_sum.item() / count, 100 * correct.item() / count
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through ``write(temporary_path)`` and rename, so ``path`` is never half-written."""
+    temporary = path.with_name(path.name + ".tmp")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def csv_text(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+class RunFiles:
+    """The paths of one run's artifacts: RESULTS_DIR/<model>/<model>_*."""
+
+    def __init__(self, results_dir: Path, model: str) -> None:
+        self.folder = Path(results_dir) / model
+        self.last = self.folder / f"{model}_last.pth"
+        self.best = self.folder / f"{model}_best.pth"
+        self.csv = self.folder / f"{model}_results.csv"
+        self.txt = self.folder / f"{model}_results.txt"
+        self.json = self.folder / f"{model}_results.json"
+
+
+def load_checkpoint(path: Path, model_name: Optional[str] = None) -> dict:
+    """A checkpoint written by this script, read without running any code from it."""
+    if not Path(path).is_file():
+        raise UsageError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UsageError(f"{path} is not a readable checkpoint ({type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or not {"model", "args", "epoch"} <= checkpoint.keys():
+        raise UsageError(f"{path} is not a checkpoint written by train.py")
+    if model_name is not None and checkpoint["args"].get("model") != model_name:
+        raise UsageError(f"{path} holds a {checkpoint['args'].get('model')}, not a {model_name}")
+    return checkpoint
+
+
+def plain_args(args: argparse.Namespace) -> dict:
+    """The arguments as strings, numbers and lists, which weights_only loading accepts."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def summary_text(result: dict) -> str:
+    best = result["best"]
+    lines = [
+        f"model: {result['model']} ({result['parameters']:,} parameters)",
+        f"final test accuracy: {result['final_test_acc']:.2f}%  (test error {100 - result['final_test_acc']:.2f}%)  <- the result",
+    ]
+    if "final_val_acc" in result:
+        lines.append(f"final validation accuracy: {result['final_val_acc']:.2f}%")
+    lines += [
+        f"best checkpoint: epoch {best['epoch']}, chosen on {best['selected_on']} accuracy {best['selected_acc']:.2f}%"
+        + ("  (chosen on the test set: not an unbiased result)" if best["selected_on"] == "test" else ""),
+        f"epochs: {result['epochs']} ({result['steps']} steps), wall time {result['wall_seconds'] / 60:.1f} min",
+        f"device: {result['device']}, precision {result['precision']}",
+        "settings: " + ", ".join(f"{k}={v}" for k, v in result["settings"].items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> dict:
+    files = RunFiles(args.results_dir, args.model)
+    resume_path = None
+    if args.resume:
+        resume_path = files.last if args.resume == "last" else Path(args.resume)
+    elif files.last.exists() and not args.overwrite:
+        raise UsageError(f"{files.folder} already holds a run of {args.model}; continue it with --resume, "
+                         "or start again with --overwrite")
+    checkpoint = load_checkpoint(resume_path, args.model) if resume_path else None
+
+    device = pick_device(args.device)
+    precision = pick_precision(args.precision, device)
+    options = model_options(args)
+    torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    try:
+        dataset = data.load_cifar10(data.find_or_download(args.data_dir), args.val_size, args.seed)
+    except data.DataError as error:
+        raise UsageError(str(error)) from None
+    normalization = (data.Normalization.per_pixel if args.normalize == "pixel" else data.Normalization.per_channel)(
+        dataset.train.images)
+    memory_format = torch.channels_last
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    try:
+        train_loader = data.DeviceLoader(dataset.train, args.batch_size, normalization, device, True, generator, memory_format)
+    except data.DataError as error:
+        raise UsageError(str(error)) from None
+    eval_loaders = {"test": data.DeviceLoader(dataset.test, EVAL_BATCH_SIZE, normalization, device, False,
+                                              memory_format=memory_format)}
+    if dataset.val is not None:
+        eval_loaders["val"] = data.DeviceLoader(dataset.val, EVAL_BATCH_SIZE, normalization, device, False,
+                                                memory_format=memory_format)
+
+    model = build_model(args.model, **options).to(device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay, foreach=True)
+    steps_per_epoch = len(train_loader)
+    milestone_steps = [round(m * steps_per_epoch) for m in args.milestones]
+    warmup = args.warmup == "on" or (args.warmup == "auto" and args.model in WARMUP_MODELS)
+    schedule = Schedule(args.lr, milestone_steps, args.gamma, warmup)
+    history: list[dict] = []
+    best: Optional[dict] = None
+    start_epoch, elapsed_before = 1, 0.0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["scheduler"])
+        generator.set_state(checkpoint["rng"]["data"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        history, best = checkpoint["history"], checkpoint["best"]
+        start_epoch, elapsed_before = checkpoint["epoch"] + 1, checkpoint["wall_seconds"]
+    step_model = torch.compile(model) if args.compile else model
+
+    files.folder.mkdir(parents=True, exist_ok=True)
+    parameters = count_parameters(model)
+    selected_on = "val" if dataset.val is not None else "test"
+    print(f"{args.model}: {parameters:,} parameters, {len(dataset.train.labels)} training images, "
+          f"{steps_per_epoch} steps/epoch, milestones at steps {milestone_steps}, warm-up {'on' if warmup else 'off'}, "
+          f"{describe_device(device)}, {precision}", flush=True)
+    run_start = time.perf_counter() - elapsed_before
+    interactive = sys.stderr.isatty()
+    for epoch in range(start_epoch, args.epochs + 1):
+        progress = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{args.epochs}", leave=False) if interactive else None
+        lr = schedule.lr()
+        row = {"epoch": epoch, **train_one_epoch(step_model, train_loader, optimizer, schedule, precision, progress)}
+        if progress is not None:
+            progress.close()
+        for split, loader in eval_loaders.items():
+            row[f"{split}_loss"], row[f"{split}_acc"] = evaluate(step_model, loader, precision)
+        row["lr"] = lr
+        row = order_columns(row)
+        history.append(row)
+        if best is None or row[f"{selected_on}_acc"] > best["selected_acc"]:
+            best = {"epoch": epoch, "selected_on": selected_on, "selected_acc": row[f"{selected_on}_acc"]}
+            is_best = True
+        else:
+            is_best = False
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(),
+            "epoch": epoch,
+            "args": plain_args(args),
+            "metrics": row,
+            "history": history,
+            "best": best,
+            "rng": {"torch": torch.get_rng_state(), "data": generator.get_state()},
+            "wall_seconds": time.perf_counter() - run_start,
+        }
+        atomic_write(files.last, lambda temporary: torch.save(state, temporary))
+        if is_best:
+            atomic_write(files.best, lambda temporary: torch.save(state, temporary))
+        write_text(files.csv, csv_text(history))
+        print(epoch_line(row, args.epochs), flush=True)
+
+    final = history[-1]
+    result = {
+        "model": args.model,
+        "parameters": parameters,
+        "final_test_acc": final["test_acc"],
+        "final_test_error": 100 - final["test_acc"],
+        **({"final_val_acc": final["val_acc"]} if "val_acc" in final else {}),
+        "best": best,
+        "epochs": args.epochs,
+        "steps": schedule.step_count,
+        "wall_seconds": time.perf_counter() - run_start,
+        "device": describe_device(device),
+        "precision": precision,
+        "settings": {key: value for key, value in plain_args(args).items() if key not in ("resume", "overwrite")},
+    }
+    write_text(files.json, json.dumps(result, indent=2) + "\n")
+    write_text(files.txt, summary_text(result))
+    print(summary_text(result), end="")
+    return result
+
+
+CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
+               "epoch_seconds", "train_images_per_s")
+
+
+def order_columns(row: dict) -> dict:
+    """The row's columns in CSV order, floats rounded to keep the CSV readable."""
+    return {column: round(row[column], 6) for column in CSV_COLUMNS if column in row}
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}", f"train {row['train_acc']:.2f}%"]
+    if "val_acc" in row:
+        parts.append(f"val {row['val_acc']:.2f}%")
+    parts += [f"test {row['test_acc']:.2f}%", f"lr {row['lr']:.4g}", f"{row['epoch_seconds']:.1f}s",
+              f"{row['train_images_per_s']:.0f} img/s"]
+    return "  ".join(parts)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        run(parse_args(argv))
+    except UsageError as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
