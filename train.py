@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import inspect
 import io
 import json
 import os
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import data
+import report
 from resnet import MODELS, build_model, count_parameters
 
 WARMUP_MODELS = ("ResNet110", "ResNet1202")  # the paper warms these up (Sec. 4.2)
@@ -38,6 +40,9 @@ WARMUP_FACTOR = 0.1  # lr 0.01 for a base lr of 0.1
 WARMUP_EXIT_ERROR = 0.80  # leave the warm-up once the training error falls below 80%
 WARMUP_CHECK_STEPS = 20  # how often (in steps) the warm-up reads the training error
 EVAL_BATCH_SIZE = 1000
+PREVIEW_IMAGES = 32  # test images shown in plots/predictions.png
+# channels_last lets cuDNN and oneDNN pick their fastest convolution kernels; the maths is unchanged.
+MEMORY_FORMAT = torch.channels_last
 
 
 class UsageError(Exception):
@@ -53,8 +58,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         description="Train a ResNet on CIFAR-10 with the paper's recipe.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", default="ResNet20", choices=list(MODELS), metavar="MODEL",
-                        help=f"architecture, one of: {', '.join(MODELS)}")
+    parser.add_argument("--model", default=None, choices=list(MODELS), metavar="MODEL",
+                        help=f"architecture, one of: {', '.join(MODELS)}; default: ResNet20, or with --evaluate "
+                             "the checkpoint's")
     parser.add_argument("--shortcut", choices=("A", "B"), default=None,
                         help="shortcut option (ResNets only); default: A for the CIFAR nets, B for ResNet18-152")
     parser.add_argument("--stem", choices=("cifar", "imagenet"), default=None,
@@ -83,6 +89,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
                         help="continue a run from PATH, or without PATH from RESULTS_DIR/<model>/<model>_last.pth")
     parser.add_argument("--overwrite", action="store_true", help="start afresh even where this model's results exist")
+    parser.add_argument("--evaluate", type=Path, default=None, metavar="CHECKPOINT",
+                        help="evaluate a saved checkpoint on the test set instead of training")
     args = parser.parse_args(argv)
     check_args(args)
     return args
@@ -100,15 +108,18 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--milestones must increase and lie strictly between 0 and --epochs ({args.epochs}), got {args.milestones}")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
+    if args.evaluate and args.resume:
+        raise UsageError("--evaluate and --resume exclude each other")
+    if args.model is None and not args.evaluate:
+        args.model = "ResNet20"
 
 
-def model_options(args: argparse.Namespace) -> dict:
-    """The keyword options for the model's builder that the user set."""
-    options = {name: getattr(args, name) for name in ("shortcut", "stem") if getattr(args, name) is not None}
-    try:
-        build_model(args.model, **options)
-    except TypeError:
-        raise UsageError(f"{args.model} takes no {' / '.join('--' + o for o in options)} option") from None
+def model_options(model: str, settings: dict) -> dict:
+    """The builder's keyword options that ``settings`` (the arguments, as a dict) set."""
+    options = {name: settings[name] for name in ("shortcut", "stem") if settings.get(name) is not None}
+    refused = [name for name in options if name not in inspect.signature(MODELS[model]).parameters]
+    if refused:
+        raise UsageError(f"{model} takes no {' / '.join('--' + name for name in refused)} option")
     return options
 
 
@@ -243,18 +254,19 @@ def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torc
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: data.DeviceLoader, precision: str) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (%) over a loader, in eval mode."""
+def evaluate(model: nn.Module, loader: data.DeviceLoader, precision: str) -> tuple[float, float, torch.Tensor]:
+    """Mean cross-entropy, accuracy (%) and the predicted classes (on the CPU) over a loader, in eval mode."""
     model.eval()
     loss_sum = torch.zeros((), device=loader.device)
-    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    predictions = []
     for images, labels in loader:
         with autocast(loader.device, precision):
             logits = model(images)
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(dim=1) == labels).sum()
-    count = len(loader.labels)
-    return loss_sum.item() / count, 100 * correct.item() / count
+        predictions.append(logits.argmax(dim=1))
+    predicted = torch.cat(predictions)
+    accuracy = 100 * (predicted == loader.labels).double().mean().item()
+    return loss_sum.item() / len(loader.labels), accuracy, predicted.cpu()
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,42 +354,46 @@ def summary_text(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(args: argparse.Namespace) -> dict:
-    files = RunFiles(args.results_dir, args.model)
-    resume_path = None
+def checkpoint_to_resume(args: argparse.Namespace, files: RunFiles) -> Optional[dict]:
+    """The checkpoint --resume names, or None for a fresh run (which must not clobber a finished one)."""
     if args.resume:
-        resume_path = files.last if args.resume == "last" else Path(args.resume)
-    elif files.last.exists() and not args.overwrite:
+        return load_checkpoint(files.last if args.resume == "last" else Path(args.resume), args.model)
+    if files.last.exists() and not args.overwrite:
         raise UsageError(f"{files.folder} already holds a run of {args.model}; continue it with --resume, "
                          "or start again with --overwrite")
-    checkpoint = load_checkpoint(resume_path, args.model) if resume_path else None
+    return None
 
+
+def eval_loader(split: data.Split, normalization: data.Normalization, device: torch.device) -> data.DeviceLoader:
+    return data.DeviceLoader(split, EVAL_BATCH_SIZE, normalization, device, train=False, memory_format=MEMORY_FORMAT)
+
+
+def test_evaluation(test: data.Split, predictions: torch.Tensor) -> dict:
+    """What the figures need of the test set: every label and prediction, and the first images."""
+    return {"labels": test.labels.to(torch.uint8), "predictions": predictions.to(torch.uint8),
+            "sample_images": test.images[:PREVIEW_IMAGES].clone()}
+
+
+def run(args: argparse.Namespace) -> dict:
+    files = RunFiles(args.results_dir, args.model)
+    checkpoint = checkpoint_to_resume(args, files)
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
-    options = model_options(args)
+    options = model_options(args.model, vars(args))
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    try:
-        dataset = data.load_cifar10(data.find_or_download(args.data_dir), args.val_size, args.seed)
-    except data.DataError as error:
-        raise UsageError(str(error)) from None
-    normalization = (data.Normalization.per_pixel if args.normalize == "pixel" else data.Normalization.per_channel)(
-        dataset.train.images)
-    memory_format = torch.channels_last
+    dataset = data.load_cifar10(data.find_or_download(args.data_dir), args.val_size, args.seed)
+    normalize = data.Normalization.per_pixel if args.normalize == "pixel" else data.Normalization.per_channel
+    normalization = normalize(dataset.train.images)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    try:
-        train_loader = data.DeviceLoader(dataset.train, args.batch_size, normalization, device, True, generator, memory_format)
-    except data.DataError as error:
-        raise UsageError(str(error)) from None
-    eval_loaders = {"test": data.DeviceLoader(dataset.test, EVAL_BATCH_SIZE, normalization, device, False,
-                                              memory_format=memory_format)}
+    train_loader = data.DeviceLoader(dataset.train, args.batch_size, normalization, device, True, generator, MEMORY_FORMAT)
+    eval_loaders = {"test": eval_loader(dataset.test, normalization, device)}
     if dataset.val is not None:
-        eval_loaders["val"] = data.DeviceLoader(dataset.val, EVAL_BATCH_SIZE, normalization, device, False,
-                                                memory_format=memory_format)
+        eval_loaders["val"] = eval_loader(dataset.val, normalization, device)
 
-    model = build_model(args.model, **options).to(device, memory_format=memory_format)
+    model = build_model(args.model, **options).to(device, memory_format=MEMORY_FORMAT)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay, foreach=True)
     steps_per_epoch = len(train_loader)
@@ -405,6 +421,7 @@ def run(args: argparse.Namespace) -> dict:
           f"{describe_device(device)}, {precision}", flush=True)
     run_start = time.perf_counter() - elapsed_before
     interactive = sys.stderr.isatty()
+    evaluation = checkpoint["evaluation"] if checkpoint is not None else None
     for epoch in range(start_epoch, args.epochs + 1):
         progress = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{args.epochs}", leave=False) if interactive else None
         lr = schedule.lr()
@@ -412,15 +429,15 @@ def run(args: argparse.Namespace) -> dict:
         if progress is not None:
             progress.close()
         for split, loader in eval_loaders.items():
-            row[f"{split}_loss"], row[f"{split}_acc"] = evaluate(step_model, loader, precision)
+            row[f"{split}_loss"], row[f"{split}_acc"], predictions = evaluate(step_model, loader, precision)
+            if split == "test":
+                evaluation = test_evaluation(dataset.test, predictions)
         row["lr"] = lr
         row = order_columns(row)
         history.append(row)
-        if best is None or row[f"{selected_on}_acc"] > best["selected_acc"]:
+        is_best = best is None or row[f"{selected_on}_acc"] > best["selected_acc"]
+        if is_best:
             best = {"epoch": epoch, "selected_on": selected_on, "selected_acc": row[f"{selected_on}_acc"]}
-            is_best = True
-        else:
-            is_best = False
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -430,6 +447,8 @@ def run(args: argparse.Namespace) -> dict:
             "metrics": row,
             "history": history,
             "best": best,
+            "normalization": {"mean": normalization.mean, "std": normalization.std},
+            "evaluation": evaluation,
             "rng": {"torch": torch.get_rng_state(), "data": generator.get_state()},
             "wall_seconds": time.perf_counter() - run_start,
         }
@@ -452,12 +471,51 @@ def run(args: argparse.Namespace) -> dict:
         "wall_seconds": time.perf_counter() - run_start,
         "device": describe_device(device),
         "precision": precision,
-        "settings": {key: value for key, value in plain_args(args).items() if key not in ("resume", "overwrite")},
+        "settings": {key: value for key, value in plain_args(args).items() if key not in ("resume", "overwrite", "evaluate")},
     }
     write_text(files.json, json.dumps(result, indent=2) + "\n")
     write_text(files.txt, summary_text(result))
+    report.draw_run(files.folder, {key: value.numpy() for key, value in evaluation.items()})
     print(summary_text(result), end="")
+    print(f"figures in {files.folder / 'plots'}")
     return result
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> dict:
+    """--evaluate: the checkpoint's test accuracy, per-class accuracy and classification report,
+    and its confusion matrix in plots/ beside it. Architecture and settings come from the file."""
+    from sklearn.metrics import classification_report  # only evaluation needs scikit-learn
+
+    path = Path(args.evaluate)
+    checkpoint = load_checkpoint(path, args.model)
+    name = checkpoint["args"]["model"]
+    if name not in MODELS:
+        raise UsageError(f"{path} holds an unknown model {name!r}")
+    model = build_model(name, **model_options(name, checkpoint["args"]))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError:
+        raise UsageError(f"{path}: its weights do not fit a {name} (a damaged or foreign checkpoint)") from None
+    device = pick_device(args.device)
+    precision = pick_precision(args.precision, device)
+    model.to(device, memory_format=MEMORY_FORMAT)
+    test = data.Split(*data.read_split(data.find_or_download(args.data_dir), data.TEST_FILES))
+    normalization = data.Normalization(**checkpoint["normalization"])
+    loss, accuracy, predictions = evaluate(model, eval_loader(test, normalization, device), precision)
+
+    labels, predicted = test.labels.numpy(), predictions.numpy()
+    per_class = {label: 100 * float((predicted[labels == index] == index).mean())
+                 for index, label in enumerate(data.CLASSES) if (labels == index).any()}
+    print(f"{path}: {name}, epoch {checkpoint['epoch']}, {describe_device(device)}, {precision}")
+    print(f"test accuracy: {accuracy:.2f}%  (error {100 - accuracy:.2f}%, loss {loss:.4f}, {len(labels)} images)")
+    print("per-class accuracy: " + ", ".join(f"{label} {value:.2f}%" for label, value in per_class.items()))
+    print(classification_report(labels, predicted, labels=range(len(data.CLASSES)), target_names=data.CLASSES,
+                                digits=4, zero_division=0))
+    figure = path.parent / "plots" / f"{path.stem}_confusion_matrix.png"
+    figure.parent.mkdir(exist_ok=True)
+    report.plot_confusion(labels, predicted, figure, f"{name} ({path.name})")
+    print(f"confusion matrix: {figure}")
+    return {"model": name, "test_loss": loss, "test_acc": accuracy, "per_class_acc": per_class}
 
 
 CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
@@ -480,8 +538,9 @@ def epoch_line(row: dict, epochs: int) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     try:
-        run(parse_args(argv))
-    except UsageError as error:
+        args = parse_args(argv)
+        evaluate_checkpoint(args) if args.evaluate else run(args)
+    except (UsageError, data.DataError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,4 +1,4 @@
-"""Tiny data sets in CIFAR-10's standard python layout, for tests."""
+"""Tiny data sets in CIFAR-10's standard python layout, and train.py arguments to use them, for tests."""
 
 import pickle
 from pathlib import Path
@@ -39,3 +39,9 @@ def make_cifar(root: Path, per_batch: int = 64, test_size: int = 100, seed: int 
     for name in TEST_FILES:
         write_batch(folder / name, rng.permutation(np.arange(test_size) % 10), rng, bytes_keys)
     return Path(root)
+
+
+def run_args(data_dir: Path, results_dir: Path, *extra: str) -> list[str]:
+    """train.py arguments for a ResNet-20 run on make_cifar's data (320 images, 10 steps an epoch)."""
+    return ["--model", "ResNet20", "--batch-size", "32", "--data-dir", str(data_dir),
+            "--results-dir", str(results_dir), *extra]

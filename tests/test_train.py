@@ -7,20 +7,10 @@ import pytest
 import torch
 
 import train
-from cifar_fixture import make_cifar
+from cifar_fixture import make_cifar, run_args
 from data import FOLDER
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "train_images_per_s"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return make_cifar(tmp_path_factory.mktemp("cifar"))
-
-
-def run_args(data_dir, results_dir, *extra):
-    return ["--model", "ResNet20", "--batch-size", "32", "--data-dir", str(data_dir),
-            "--results-dir", str(results_dir), *extra]
 
 
 def read_csv(path):
@@ -28,17 +18,10 @@ def read_csv(path):
         return list(csv.DictReader(file))
 
 
-@pytest.fixture(scope="module")
-def two_epoch_run(data_dir, tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
-    assert train.main(run_args(data_dir, results, "--epochs", "2")) == 0
-    return results / "ResNet20"
-
-
 def test_a_run_writes_every_artifact(two_epoch_run):
     names = {path.name for path in two_epoch_run.iterdir()}
     assert names == {"ResNet20_last.pth", "ResNet20_best.pth", "ResNet20_results.csv",
-                     "ResNet20_results.txt", "ResNet20_results.json"}
+                     "ResNet20_results.txt", "ResNet20_results.json", "plots"}
     rows = read_csv(two_epoch_run / "ResNet20_results.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert list(rows[0]) == COLUMNS
