@@ -332,6 +332,37 @@ def count_macs(model: nn.Module, image_size: int = 32) -> int:
     return total
 
 
+def response_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
+    """The BN right after every 3x3 conv, in forward order.
+
+    Their outputs are the "responses" of the paper's Figure 7: after BN, before the ReLU or the
+    addition. Shortcut projections and the Bottleneck's 1x1 convs are not 3x3 layers.
+    """
+    layers, previous = [], None
+    for module in model.modules():  # registration order, which is forward order here
+        if isinstance(module, nn.BatchNorm2d) and isinstance(previous, nn.Conv2d) and previous.kernel_size == (3, 3):
+            layers.append(module)
+        previous = module
+    return layers
+
+
+@torch.no_grad()
+def layer_response_std(model: nn.Module, images: torch.Tensor) -> list[float]:
+    """Standard deviation of each 3x3 layer's response to ``images``, in eval mode (Figure 7)."""
+    stds: list[float] = []
+    handles = [layer.register_forward_hook(lambda _m, _i, output: stds.append(output.float().std().item()))
+               for layer in response_layers(model)]
+    was_training = model.training
+    model.eval()
+    try:
+        model(images)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return stds
+
+
 def main() -> None:
     print(f"{'model':<12} {'depth':>6} {'params':>12} {'MACs (32x32)':>14}")
     for name, builder in MODELS.items():

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 import data
 import report
-from resnet import MODELS, build_model, count_parameters
+from resnet import MODELS, build_model, count_parameters, layer_response_std
 
 WARMUP_MODELS = ("ResNet110", "ResNet1202")  # the paper warms these up (Sec. 4.2)
 WARMUP_FACTOR = 0.1  # lr 0.01 for a base lr of 0.1
@@ -468,10 +468,13 @@ def run(args: argparse.Namespace) -> dict:
         "best": best,
         "epochs": args.epochs,
         "steps": schedule.step_count,
+        "steps_per_epoch": steps_per_epoch,
         "wall_seconds": time.perf_counter() - run_start,
         "device": describe_device(device),
         "precision": precision,
         "settings": {key: value for key, value in plain_args(args).items() if key not in ("resume", "overwrite", "evaluate")},
+        # The paper's Figure 7, measured on the first test batch (1,000 images).
+        "layer_response_std": layer_response_std(model, next(iter(eval_loaders["test"]))[0]),
     }
     write_text(files.json, json.dumps(result, indent=2) + "\n")
     write_text(files.txt, summary_text(result))

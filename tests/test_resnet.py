@@ -165,3 +165,30 @@ def test_he_initialisation_and_identity_batchnorm():
 def test_bad_options_get_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    "model,count",
+    [
+        (lambda: build_model("ResNet20"), 19),  # 6n+1 3x3 convs
+        (lambda: build_model("Plain56"), 55),
+        (lambda: build_model("ResNet20", shortcut="B"), 19),  # the 1x1 projections are not counted
+        (lambda: build_model("ResNet50"), 17),  # the 3x3 stem + one 3x3 conv in each of 16 Bottlenecks
+    ],
+)
+def test_response_layers_are_the_bns_after_every_3x3_conv(model, count):
+    layers = resnet.response_layers(model())
+    assert len(layers) == count
+    assert all(isinstance(layer, nn.BatchNorm2d) for layer in layers)
+
+
+def test_layer_response_std_measures_each_layer_in_eval_mode_and_restores_the_mode():
+    model = build_model("ResNet20")
+    images = torch.randn(8, 3, 32, 32)
+    stds = resnet.layer_response_std(model, images)
+    assert len(stds) == 19 and all(value > 0 for value in stds)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        stem_response = model.stem[1](model.stem[0](images))
+    assert stds[0] == pytest.approx(stem_response.std().item(), rel=1e-5)

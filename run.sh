@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Reproduce the paper's CIFAR-10 experiments: train every model at the paper's settings, then
+# compare with Table 6 and draw Figures 6 and 7 (report.py --summary).
+#
+#   ./run.sh                                   # everything, seed 0, one job at a time
+#   SEEDS="0 1 2 3 4" MODELS=ResNet110 ./run.sh   # the paper's five ResNet-110 runs
+#   GPUS=0,1,2,3 ./run.sh                      # one job per GPU until the queue is empty
+#   EPOCHS=1 MODELS="ResNet20 Plain20" ./run.sh   # a quick look at the whole pipeline
+#
+# Settings from the environment (defaults in brackets):
+#   MODELS       models, in order [the paper's ResNets and plain nets, ResNet18/34/50, ResNet1202 last]
+#   SEEDS        seeds; each run goes to RESULTS_DIR/seed<S>/<Model>/ [0]
+#   EPOCHS       epochs per run [164]
+#   DATA_DIR     CIFAR-10 folder [data]
+#   RESULTS_DIR  results root [results]
+#   TRAIN_FLAGS  extra train.py flags, e.g. "--compile" or "--val-size 5000" []
+#   GPUS         comma-separated GPU ids to run jobs on in parallel [unset: one job at a time]
+#   PYTHON       the interpreter [python]
+#
+# A run with a <Model>_results.json is finished and skipped; one with a <Model>_last.pth is
+# resumed; each run's output goes to its folder's train.log. The first failing run stops the
+# sweep (jobs already running on other GPUs finish first); finished runs are kept.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+MODELS=${MODELS:-"ResNet20 ResNet32 ResNet44 ResNet56 ResNet110 Plain20 Plain32 Plain44 Plain56 ResNet18 ResNet34 ResNet50 ResNet1202"}
+SEEDS=${SEEDS:-0}
+EPOCHS=${EPOCHS:-164}
+DATA_DIR=${DATA_DIR:-data}
+RESULTS_DIR=${RESULTS_DIR:-results}
+TRAIN_FLAGS=${TRAIN_FLAGS:-}
+GPUS=${GPUS:-}
+PYTHON=${PYTHON:-python}
+
+# Train one model with one seed, unless it already finished; resume it if it was interrupted.
+run_one() {
+    local model=$1 seed=$2
+    local folder="$RESULTS_DIR/seed$seed/$model"
+    local log="$folder/train.log"
+    if [[ -f "$folder/${model}_results.json" ]]; then
+        echo "skip   $model seed $seed: finished ($folder)"
+        return 0
+    fi
+    local resume=()
+    if [[ -f "$folder/${model}_last.pth" ]]; then
+        resume=(--resume)
+        echo "resume $model seed $seed${CUDA_VISIBLE_DEVICES:+ on GPU $CUDA_VISIBLE_DEVICES} (log: $log)"
+    else
+        echo "train  $model seed $seed${CUDA_VISIBLE_DEVICES:+ on GPU $CUDA_VISIBLE_DEVICES} (log: $log)"
+    fi
+    mkdir -p "$folder"
+    # shellcheck disable=SC2086  # TRAIN_FLAGS is a list of words
+    if ! "$PYTHON" train.py --model "$model" --seed "$seed" --epochs "$EPOCHS" --data-dir "$DATA_DIR" \
+            --results-dir "$RESULTS_DIR/seed$seed" "${resume[@]}" $TRAIN_FLAGS >> "$log" 2>&1; then
+        echo "FAILED $model seed $seed; the end of $log:" >&2
+        tail -n 5 "$log" >&2
+        return 1
+    fi
+}
+
+jobs_list=()
+for model in $MODELS; do
+    for seed in $SEEDS; do
+        jobs_list+=("$model $seed")
+    done
+done
+
+failed=0
+if [[ -z "$GPUS" ]]; then
+    for job in "${jobs_list[@]}"; do
+        # shellcheck disable=SC2086  # "model seed"
+        run_one $job || { failed=1; break; }
+    done
+else
+    IFS=, read -r -a gpus <<< "$GPUS"
+    pids=()  # pids[slot]: the job running on gpus[slot], if any
+    # Ctrl-C or SIGTERM: pass it to every job (train.py saves and stops), then stop.
+    trap 'trap - INT TERM; kill 0; exit 130' INT TERM
+    # Wait until a slot is free, reaping the job that held it; sets $slot.
+    wait_for_free_slot() {
+        while true; do
+            for slot in "${!gpus[@]}"; do
+                local pid=${pids[slot]:-}
+                [[ -z "$pid" ]] && return
+                if ! kill -0 "$pid" 2> /dev/null; then
+                    wait "$pid" || failed=1
+                    pids[slot]=""
+                    return
+                fi
+            done
+            sleep 2
+        done
+    }
+    for job in "${jobs_list[@]}"; do
+        wait_for_free_slot
+        [[ $failed -ne 0 ]] && break
+        # shellcheck disable=SC2086  # "model seed"
+        CUDA_VISIBLE_DEVICES=${gpus[slot]} run_one $job &
+        pids[slot]=$!
+    done
+    for pid in "${pids[@]}"; do
+        if [[ -n "$pid" ]]; then wait "$pid" || failed=1; fi
+    done
+fi
+
+if [[ $failed -ne 0 ]]; then
+    echo "run.sh: stopped at the first failing run; finished runs are kept in $RESULTS_DIR." \
+         "Fix the problem and run ./run.sh again: finished runs are skipped, interrupted ones resumed." >&2
+    exit 1
+fi
+"$PYTHON" report.py --summary "$RESULTS_DIR"

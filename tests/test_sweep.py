@@ -1,0 +1,125 @@
+"""run.sh and the sweep report (report.py --summary)."""
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import report
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEP_FILES = ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")
+RUN_FILES = ("{m}_last.pth", "{m}_best.pth", "{m}_results.csv", "{m}_results.json", "{m}_results.txt", "train.log",
+             "plots/confusion_matrix.png", "plots/loss_acc_curves.png", "plots/lr_curve.png", "plots/predictions.png")
+
+
+def run_sweep(data_dir, results_dir, models, seeds, **environment):
+    env = {**os.environ, "MODELS": models, "SEEDS": seeds, "EPOCHS": "1", "DATA_DIR": str(data_dir),
+           "RESULTS_DIR": str(results_dir), "TRAIN_FLAGS": "--batch-size 32", "PYTHON": sys.executable, **environment}
+    return subprocess.run(["bash", str(ROOT / "run.sh")], env=env, capture_output=True, text=True, timeout=600)
+
+
+def read_summary(path):
+    with open(path, newline="") as file:
+        return {row["model"]: row for row in csv.DictReader(file)}
+
+
+@pytest.fixture(scope="module")
+def sweep(data_dir, tmp_path_factory):
+    """Two models, two seeds, one epoch each, two jobs at a time through the GPUS queue
+    (there is no GPU: each job sees CUDA_VISIBLE_DEVICES and runs on the CPU)."""
+    results = tmp_path_factory.mktemp("sweep")
+    finished = run_sweep(data_dir, results, "ResNet20 Plain20", "0 1", GPUS="0,1")
+    assert finished.returncode == 0, finished.stderr
+    return results, finished
+
+
+def test_a_tiny_sweep_writes_every_run_and_report_file(sweep):
+    results, finished = sweep
+    for name in SWEEP_FILES:
+        assert (results / name).is_file(), name
+    for model in ("ResNet20", "Plain20"):
+        for seed in (0, 1):
+            for pattern in RUN_FILES:
+                assert (results / f"seed{seed}" / model / pattern.format(m=model)).is_file()
+    assert "ResNet32" in (results / "summary.md").read_text()  # named as not run yet
+    assert finished.stdout.count("train  ") == 4
+
+
+def test_summary_numbers_are_those_of_the_runs(sweep):
+    results, _ = sweep
+    summary = read_summary(results / "summary.csv")
+    assert list(summary) == ["ResNet20", "Plain20"]
+    for model, row in summary.items():
+        errors = [json.loads((results / f"seed{s}" / model / f"{model}_results.json").read_text())["final_test_error"]
+                  for s in (0, 1)]
+        assert float(row["best_error"]) == pytest.approx(min(errors))
+        assert float(row["mean_error"]) == pytest.approx(statistics.mean(errors))
+        assert float(row["std_error"]) == pytest.approx(statistics.stdev(errors))
+        assert row["runs"] == "2" and row["seeds"] == "0 1" and row["parameters"] == "269722"
+    assert float(summary["ResNet20"]["mean_minus_paper"]) == pytest.approx(float(summary["ResNet20"]["mean_error"]) - 8.75)
+    assert summary["Plain20"]["paper_error"] == ""
+
+
+def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(sweep, data_dir):
+    results, _ = sweep
+    finished_json = results / "seed0" / "ResNet20" / "ResNet20_results.json"
+    stamp = finished_json.stat().st_mtime_ns
+    interrupted = results / "seed1" / "Plain20" / "Plain20_results.json"
+    interrupted.unlink()  # as if the run had been stopped after its last checkpoint
+    again = run_sweep(data_dir, results, "ResNet20 Plain20", "0 1")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("skip   ") == 3
+    assert "resume Plain20 seed 1" in again.stdout
+    assert finished_json.stat().st_mtime_ns == stamp
+    assert interrupted.is_file()
+
+
+def test_the_first_failing_run_stops_the_sweep_and_keeps_the_others(data_dir, tmp_path):
+    failed = run_sweep(data_dir, tmp_path, "ResNet20 NoSuchNet Plain20", "0")
+    assert failed.returncode == 1
+    assert "FAILED NoSuchNet seed 0" in failed.stderr and "stopped at the first failing run" in failed.stderr
+    assert (tmp_path / "seed0" / "ResNet20" / "ResNet20_results.json").is_file()
+    assert not (tmp_path / "seed0" / "Plain20").exists()
+
+
+def write_fake_run(folder, model, seed, error, epochs=2):
+    """A finished run's CSV and JSON with a chosen final test error."""
+    folder.mkdir(parents=True)
+    rows = [{"epoch": e, "train_loss": 1.0, "train_acc": 100 - error - 1, "test_loss": 1.0, "test_acc": 100 - error,
+             "lr": 0.1, "epoch_seconds": 1.0, "train_images_per_s": 1.0} for e in range(1, epochs + 1)]
+    with open(folder / f"{model}_results.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    run = {"model": model, "parameters": 1_727_962, "final_test_error": error, "final_test_acc": 100 - error,
+           "epochs": epochs, "steps_per_epoch": 390, "wall_seconds": 60.0 * seed, "settings": {"seed": seed},
+           "layer_response_std": [1.0, 0.5, 0.25]}
+    (folder / f"{model}_results.json").write_text(json.dumps(run))
+
+
+def test_resnet110_is_compared_with_the_paper_s_mean_of_five_runs(tmp_path):
+    for seed, error in enumerate([6.5, 6.7, 6.9, 7.1, 6.3]):
+        write_fake_run(tmp_path / f"seed{seed}" / "ResNet110", "ResNet110", seed, error)
+    (tmp_path / "stray" / "ResNet56").mkdir(parents=True)
+    (tmp_path / "stray" / "ResNet56" / "ResNet56_results.csv").write_text("epoch\n")
+    report.write_sweep_report(tmp_path)
+    row = read_summary(tmp_path / "summary.csv")["ResNet110"]
+    assert float(row["best_error"]) == pytest.approx(6.3)
+    assert float(row["mean_error"]) == pytest.approx(6.7)
+    assert float(row["std_error"]) == pytest.approx(statistics.stdev([6.5, 6.7, 6.9, 7.1, 6.3]))
+    assert float(row["mean_minus_paper"]) == pytest.approx(6.7 - 6.61)
+    assert float(row["mean_wall_minutes"]) == pytest.approx(2.0)
+    text = (tmp_path / "summary.md").read_text()
+    assert "| ResNet110 | 1,727,962 | 6.43 (6.61±0.16) | 6.30 | 6.70 ± 0.32 (5) | +0.09 |" in text
+    assert "Unfinished (no summary yet):" in text and "ResNet56" in text
+
+
+def test_summary_of_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):
+    assert report.main(["--summary", str(tmp_path)]) == 2
+    assert "no finished runs" in capsys.readouterr().err
