@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -32,6 +32,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
+from atomic import atomic_write, write_text  # noqa: E402
 from data import CLASSES  # noqa: E402
 
 PLOT_NAMES = ("confusion_matrix.png", "loss_acc_curves.png", "lr_curve.png", "predictions.png")
@@ -44,11 +45,11 @@ class ReportError(Exception):
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:
-    """Save atomically (a temporary file, then a rename) and free the figure."""
-    temporary = path.with_name(path.stem + ".tmp" + path.suffix)  # keep .png so matplotlib knows the format
-    fig.savefig(temporary, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(temporary, path)
+    """Save as PNG atomically and free the figure."""
+    try:
+        atomic_write(path, lambda temporary: fig.savefig(temporary, format="png", dpi=120, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def read_history(path: Path) -> list[dict]:
@@ -209,19 +210,24 @@ SUMMARY_COLUMNS = ("model", "depth", "parameters", "runs", "seeds", "paper_error
                    "mean_error", "std_error", "mean_minus_paper", "epochs", "mean_wall_minutes")
 
 
-def find_runs(root: Path) -> dict[str, list[dict]]:
-    """Every finished run under ``root`` (a <Model>_results.json), grouped by model, by seed.
+def find_runs(root: Path) -> tuple[dict[str, list[dict]], list[Path]]:
+    """Every finished run under ``root`` (a <Model>_results.json), grouped by model, by seed;
+    and the folders of runs that diverged.
 
     Each run is its JSON with ``folder`` added, so its CSV can be found.
     """
     runs: dict[str, list[dict]] = {}
+    diverged = []
     for path in sorted(Path(root).rglob("*_results.json")):
         run = json.loads(path.read_text())
+        if run["status"] != "finished":
+            diverged.append(path.parent)
+            continue
         run["folder"] = path.parent
         runs.setdefault(run["model"], []).append(run)
     for model_runs in runs.values():
         model_runs.sort(key=lambda run: run["settings"]["seed"])
-    return runs
+    return runs, diverged
 
 
 def unfinished_runs(root: Path) -> list[Path]:
@@ -268,7 +274,7 @@ def number(value, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path]) -> str:
+def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path], diverged: list[Path]) -> str:
     lines = [
         "# Reproduction of He et al. 2016, Table 6 (CIFAR-10 test error, %)",
         "",
@@ -292,16 +298,18 @@ def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path
         lines.append(f"Not run yet (of run.sh's default list): {', '.join(missing)}.")
     for folder in unfinished:
         lines.append(f"Unfinished (no summary yet): {folder}.")
+    for folder in diverged:
+        lines.append(f"Diverged (left out above): {folder}.")
     return "\n".join(lines) + "\n"
 
 
-def write_summary_csv(rows: list[dict], path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
-    os.replace(temporary, path)
+def csv_text(rows: list[dict], columns: Sequence[str]) -> str:
+    """Rows as CSV text with a header; None becomes an empty field."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
+    return buffer.getvalue()
 
 
 def no_runs_note(ax: plt.Axes, models) -> None:
@@ -388,18 +396,15 @@ def plot_figure7(runs: dict[str, list[dict]], path: Path) -> None:
 
 def write_sweep_report(root: Path) -> list[Path]:
     """summary.md, summary.csv, depth_vs_error.png, figure6.png and figure7.png in ``root``."""
-    runs = find_runs(root)
+    runs, diverged = find_runs(root)
     if not runs:
         raise ReportError(f"no finished runs (<Model>_results.json) under {root}")
     rows = [summary_row(model, runs[model]) for model in model_order(runs)]
     missing = [model for model in SWEEP_MODELS if model not in runs]
     root = Path(root)
     outputs = [root / name for name in ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")]
-    text = summary_markdown(rows, missing, unfinished_runs(root))
-    temporary = outputs[0].with_name("summary.md.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, outputs[0])
-    write_summary_csv(rows, outputs[1])
+    write_text(outputs[0], summary_markdown(rows, missing, unfinished_runs(root), diverged))
+    write_text(outputs[1], csv_text(rows, SUMMARY_COLUMNS))
     plot_depth_vs_error(runs, outputs[2])
     plot_figure6(runs, outputs[3])
     plot_figure7(runs, outputs[4])

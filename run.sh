@@ -17,8 +17,8 @@
 #   GPUS         comma-separated GPU ids to run jobs on in parallel [unset: one job at a time]
 #   PYTHON       the interpreter [python]
 #
-# A run with a <Model>_results.json is finished and skipped; one with a <Model>_last.pth is
-# resumed; each run's output goes to its folder's train.log. The first failing run stops the
+# A run whose <Model>_results.json says it finished is skipped; one with a <Model>_last.pth is
+# resumed (a diverged one too: it fails again unless something changed); each run's output goes to its folder's train.log. The first failing run stops the
 # sweep (jobs already running on other GPUs finish first); finished runs are kept.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -37,7 +37,7 @@ run_one() {
     local model=$1 seed=$2
     local folder="$RESULTS_DIR/seed$seed/$model"
     local log="$folder/train.log"
-    if [[ -f "$folder/${model}_results.json" ]]; then
+    if grep -qs '"status": "finished"' "$folder/${model}_results.json"; then
         echo "skip   $model seed $seed: finished ($folder)"
         return 0
     fi

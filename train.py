@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import inspect
-import io
 import json
+import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 import data
 import report
+from atomic import atomic_write, remove_leftovers, write_text
 from resnet import MODELS, build_model, count_parameters, layer_response_std
 
 WARMUP_MODELS = ("ResNet110", "ResNet1202")  # the paper warms these up (Sec. 4.2)
@@ -49,16 +51,36 @@ class UsageError(Exception):
     """A bad argument or input; reported as one line and exit status 2."""
 
 
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM arrived and the run stopped between two steps."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+        self.epochs_done = 0  # set by run(): the epochs the last checkpoint holds
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
 # --------------------------------------------------------------------------------------------
 # Arguments
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Reports a bad argument as one line (UsageError), not argparse's usage block."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description="Train a ResNet on CIFAR-10 with the paper's recipe.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", default=None, choices=list(MODELS), metavar="MODEL",
+    parser.add_argument("--model", default=None, metavar="MODEL",
                         help=f"architecture, one of: {', '.join(MODELS)}; default: ResNet20, or with --evaluate "
                              "the checkpoint's")
     parser.add_argument("--shortcut", choices=("A", "B"), default=None,
@@ -84,6 +106,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="auto: bf16 autocast where the device has fast bf16, else fp32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long runs)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic kernels only, so a resumed run repeats an uninterrupted one bit for bit")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help=f"folder holding {data.FOLDER}/")
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="results go to RESULTS_DIR/<model>/")
     parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
@@ -97,6 +121,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def check_args(args: argparse.Namespace) -> None:
+    if args.model is not None and args.model not in MODELS:
+        raise UsageError(f"unknown model {args.model!r}; choose from: {', '.join(MODELS)}")
     for name in ("epochs", "batch_size", "lr"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -149,6 +175,14 @@ def has_fast_bf16(device: torch.device) -> bool:
     if device.type == "cpu":
         return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
     return False
+
+
+def make_deterministic(device: torch.device) -> None:
+    """Deterministic kernels only (an op without one raises); cuBLAS needs its workspace fixed for that."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def pick_precision(name: str, device: torch.device) -> str:
@@ -207,11 +241,44 @@ class Schedule:
 
 
 # --------------------------------------------------------------------------------------------
+# Stopping on a signal
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM only ask the run to stop at the next step boundary, so
+    the last checkpoint (the end of the last finished epoch) stays the state to resume from.
+    A second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *_exception) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, _frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = number
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise RunInterrupted(self.received)
+
+
+# --------------------------------------------------------------------------------------------
 # Training and evaluation
 
 
 def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torch.optim.Optimizer,
-                    schedule: Schedule, precision: str, progress: Optional[tqdm]) -> dict:
+                    schedule: Schedule, precision: str, stop: StopSignals, progress: Optional[tqdm]) -> dict:
     """One pass over the training loader. Loss and accuracy stay on the device until the end
     (or a warm-up check), so no step waits for the host."""
     model.train()
@@ -222,6 +289,7 @@ def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torc
     seen = 0
     start = time.perf_counter()
     for step, (images, labels) in enumerate(loader, 1):
+        stop.check()
         for group in optimizer.param_groups:
             group["lr"] = schedule.lr()
         with autocast(device, precision):
@@ -269,27 +337,16 @@ def evaluate(model: nn.Module, loader: data.DeviceLoader, precision: str) -> tup
     return loss_sum.item() / len(loader.labels), accuracy, predicted.cpu()
 
 
+def eval_loader(split: data.Split, normalization: data.Normalization, device: torch.device) -> data.DeviceLoader:
+    return data.DeviceLoader(split, EVAL_BATCH_SIZE, normalization, device, train=False, memory_format=MEMORY_FORMAT)
+
+
 # --------------------------------------------------------------------------------------------
 # Files
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through ``write(temporary_path)`` and rename, so ``path`` is never half-written."""
-    temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    os.replace(temporary, path)
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda temporary: temporary.write_text(text))
-
-
-def csv_text(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
+               "epoch_seconds", "train_images_per_s")
 
 
 class RunFiles:
@@ -303,6 +360,16 @@ class RunFiles:
         self.txt = self.folder / f"{model}_results.txt"
         self.json = self.folder / f"{model}_results.json"
 
+    def make_writable(self) -> None:
+        """Create the folder and prove it takes files, before any time is spent training."""
+        probe = self.folder / ".write-test"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise UsageError(f"cannot write results to {self.folder} ({error.strerror or error})") from None
+
 
 def load_checkpoint(path: Path, model_name: Optional[str] = None) -> dict:
     """A checkpoint written by this script, read without running any code from it."""
@@ -310,7 +377,7 @@ def load_checkpoint(path: Path, model_name: Optional[str] = None) -> dict:
         raise UsageError(f"no checkpoint at {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+    except Exception as error:  # truncated, foreign, or refused by the weights-only unpickler
         raise UsageError(f"{path} is not a readable checkpoint ({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or not {"model", "args", "epoch"} <= checkpoint.keys():
         raise UsageError(f"{path} is not a checkpoint written by train.py")
@@ -324,8 +391,18 @@ def plain_args(args: argparse.Namespace) -> dict:
     return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
 
 
-# --------------------------------------------------------------------------------------------
-# The run
+def order_columns(row: dict) -> dict:
+    """The row's columns in CSV order, floats rounded to keep the CSV readable."""
+    return {column: round(row[column], 6) for column in CSV_COLUMNS if column in row}
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}", f"train {row['train_acc']:.2f}%"]
+    if "val_acc" in row:
+        parts.append(f"val {row['val_acc']:.2f}%")
+    parts += [f"test {row['test_acc']:.2f}%", f"lr {row['lr']:.4g}", f"{row['epoch_seconds']:.1f}s",
+              f"{row['train_images_per_s']:.0f} img/s"]
+    return "  ".join(parts)
 
 
 def describe_device(device: torch.device) -> str:
@@ -337,25 +414,157 @@ def describe_device(device: torch.device) -> str:
 
 
 def summary_text(result: dict) -> str:
-    best = result["best"]
-    lines = [
-        f"model: {result['model']} ({result['parameters']:,} parameters)",
-        f"final test accuracy: {result['final_test_acc']:.2f}%  (test error {100 - result['final_test_acc']:.2f}%)  <- the result",
-    ]
+    lines = [f"model: {result['model']} ({result['parameters']:,} parameters)"]
+    if result["status"] == "diverged":
+        lines.append(f"DIVERGED: {result['diverged']}")
+    if "final_test_acc" in result:
+        lines.append(f"final test accuracy: {result['final_test_acc']:.2f}%  "
+                     f"(test error {100 - result['final_test_acc']:.2f}%)  <- the result")
     if "final_val_acc" in result:
         lines.append(f"final validation accuracy: {result['final_val_acc']:.2f}%")
+    best = result["best"]
+    if best is not None:
+        lines.append(f"best checkpoint: epoch {best['epoch']}, chosen on {best['selected_on']} accuracy "
+                     f"{best['selected_acc']:.2f}%"
+                     + ("  (chosen on the test set: not an unbiased result)" if best["selected_on"] == "test" else ""))
     lines += [
-        f"best checkpoint: epoch {best['epoch']}, chosen on {best['selected_on']} accuracy {best['selected_acc']:.2f}%"
-        + ("  (chosen on the test set: not an unbiased result)" if best["selected_on"] == "test" else ""),
-        f"epochs: {result['epochs']} ({result['steps']} steps), wall time {result['wall_seconds'] / 60:.1f} min",
+        f"epochs: {result['epochs_done']} of {result['epochs']} ({result['steps']} steps), "
+        f"wall time {result['wall_seconds'] / 60:.1f} min",
         f"device: {result['device']}, precision {result['precision']}",
         "settings: " + ", ".join(f"{k}={v}" for k, v in result["settings"].items()),
     ]
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+class Training:
+    """The state of one run between epochs: data, model, optimizer, schedule, random generators
+    and the record so far; ``state_dict`` is exactly what a checkpoint holds to resume it."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, precision: str) -> None:
+        self.args, self.device, self.precision = args, device, precision
+        torch.manual_seed(args.seed)
+        self.dataset = data.load_cifar10(data.find_or_download(args.data_dir), args.val_size, args.seed)
+        normalize = data.Normalization.per_pixel if args.normalize == "pixel" else data.Normalization.per_channel
+        self.normalization = normalize(self.dataset.train.images)
+        self.generator = torch.Generator(device=device).manual_seed(args.seed)
+        self.train_loader = data.DeviceLoader(self.dataset.train, args.batch_size, self.normalization, device, True,
+                                              self.generator, MEMORY_FORMAT)
+        self.eval_loaders = {"test": eval_loader(self.dataset.test, self.normalization, device)}
+        if self.dataset.val is not None:
+            self.eval_loaders["val"] = eval_loader(self.dataset.val, self.normalization, device)
+        self.selected_on = "val" if self.dataset.val is not None else "test"
+
+        self.model = build_model(args.model, **model_options(args.model, vars(args)))
+        self.model.to(device, memory_format=MEMORY_FORMAT)
+        self.step_model = torch.compile(self.model) if args.compile else self.model
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum,
+                                         weight_decay=args.weight_decay, foreach=True)
+        self.steps_per_epoch = len(self.train_loader)
+        warmup = args.warmup == "on" or (args.warmup == "auto" and args.model in WARMUP_MODELS)
+        milestone_steps = [round(m * self.steps_per_epoch) for m in args.milestones]
+        self.schedule = Schedule(args.lr, milestone_steps, args.gamma, warmup)
+        self.history: list[dict] = []
+        self.best: Optional[dict] = None
+        self.evaluation: Optional[dict] = None  # the latest test labels, predictions and sample images
+        self.wall_seconds = 0.0
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+    def run_epoch(self, stop: StopSignals) -> dict:
+        """Train one epoch and evaluate; returns its CSV row. Raises Diverged on a NaN/inf loss."""
+        epoch = self.epochs_done + 1
+        start = time.perf_counter()
+        progress = (tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.args.epochs}", leave=False)
+                    if sys.stderr.isatty() else None)
+        lr = self.schedule.lr()
+        try:
+            row = {"epoch": epoch, **train_one_epoch(self.step_model, self.train_loader, self.optimizer, self.schedule,
+                                                     self.precision, stop, progress)}
+        finally:
+            if progress is not None:
+                progress.close()
+        if not math.isfinite(row["train_loss"]):
+            raise Diverged(f"the training loss became {row['train_loss']} in epoch {epoch}")
+        for split, loader in self.eval_loaders.items():
+            row[f"{split}_loss"], row[f"{split}_acc"], predictions = evaluate(self.step_model, loader, self.precision)
+            if split == "test":
+                self.evaluation = {"labels": self.dataset.test.labels.to(torch.uint8),
+                                   "predictions": predictions.to(torch.uint8),
+                                   "sample_images": self.dataset.test.images[:PREVIEW_IMAGES].clone()}
+        row["lr"] = lr
+        row = order_columns(row)
+        self.history.append(row)
+        self.wall_seconds += time.perf_counter() - start
+        return row
+
+    def is_best(self, row: dict) -> bool:
+        """Whether ``row`` is the best epoch so far on the selection split; records it if so."""
+        accuracy = row[f"{self.selected_on}_acc"]
+        if self.best is not None and accuracy <= self.best["selected_acc"]:
+            return False
+        self.best = {"epoch": row["epoch"], "selected_on": self.selected_on, "selected_acc": accuracy}
+        return True
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "epoch": self.epochs_done,
+            "args": plain_args(self.args),
+            "metrics": self.history[-1],
+            "history": self.history,
+            "best": self.best,
+            "normalization": {"mean": self.normalization.mean, "std": self.normalization.std},
+            "evaluation": self.evaluation,
+            "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state()},
+            "wall_seconds": self.wall_seconds,
+        }
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.schedule.load_state_dict(checkpoint["scheduler"])
+        self.generator.set_state(checkpoint["rng"]["data"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        self.history, self.best = checkpoint["history"], checkpoint["best"]
+        self.evaluation, self.wall_seconds = checkpoint["evaluation"], checkpoint["wall_seconds"]
+
+    def result(self, status: str) -> dict:
+        """The run's summary: the final model's test accuracy is the headline."""
+        result = {"model": self.args.model, "status": status,
+                  "parameters": count_parameters(self.model)}
+        if self.history:
+            final = self.history[-1]
+            result.update(final_test_acc=final["test_acc"], final_test_error=100 - final["test_acc"])
+            if "val_acc" in final:
+                result["final_val_acc"] = final["val_acc"]
+        result.update(
+            best=self.best,
+            epochs=self.args.epochs,
+            epochs_done=self.epochs_done,
+            steps=self.schedule.step_count,
+            steps_per_epoch=self.steps_per_epoch,
+            wall_seconds=self.wall_seconds,
+            device=describe_device(self.device),
+            precision=self.precision,
+            settings={key: value for key, value in plain_args(self.args).items()
+                      if key not in ("resume", "overwrite", "evaluate")},
+        )
+        if status == "finished":
+            # The paper's Figure 7, measured on the first test batch (1,000 images).
+            result["layer_response_std"] = layer_response_std(self.model, next(iter(self.eval_loaders["test"]))[0])
+        return result
+
+
 def checkpoint_to_resume(args: argparse.Namespace, files: RunFiles) -> Optional[dict]:
-    """The checkpoint --resume names, or None for a fresh run (which must not clobber a finished one)."""
+    """The checkpoint --resume names, or None for a fresh run (which must not clobber an earlier one)."""
     if args.resume:
         return load_checkpoint(files.last if args.resume == "last" else Path(args.resume), args.model)
     if files.last.exists() and not args.overwrite:
@@ -364,14 +573,32 @@ def checkpoint_to_resume(args: argparse.Namespace, files: RunFiles) -> Optional[
     return None
 
 
-def eval_loader(split: data.Split, normalization: data.Normalization, device: torch.device) -> data.DeviceLoader:
-    return data.DeviceLoader(split, EVAL_BATCH_SIZE, normalization, device, train=False, memory_format=MEMORY_FORMAT)
+def resume_command(args: argparse.Namespace) -> str:
+    command = f"python train.py --model {args.model} --resume"
+    if args.results_dir != Path("results"):
+        command += f" --results-dir {args.results_dir}"
+    return command + " (with the same other flags)"
 
 
-def test_evaluation(test: data.Split, predictions: torch.Tensor) -> dict:
-    """What the figures need of the test set: every label and prediction, and the first images."""
-    return {"labels": test.labels.to(torch.uint8), "predictions": predictions.to(torch.uint8),
-            "sample_images": test.images[:PREVIEW_IMAGES].clone()}
+def save_epoch(training: Training, files: RunFiles, is_best: bool) -> None:
+    state = training.state_dict()
+    atomic_write(files.last, lambda temporary: torch.save(state, temporary))
+    if is_best:
+        atomic_write(files.best, lambda temporary: torch.save(state, temporary))
+    write_text(files.csv, report.csv_text(training.history, training.history[0].keys()))
+
+
+def draw_figures(training: Training, files: RunFiles) -> None:
+    if training.history:
+        report.draw_run(files.folder, {key: value.numpy() for key, value in training.evaluation.items()})
+
+
+def write_summary(training: Training, files: RunFiles, status: str, **extra) -> dict:
+    result = {**training.result(status), **extra}
+    write_text(files.json, json.dumps(result, indent=2) + "\n")
+    write_text(files.txt, summary_text(result))
+    draw_figures(training, files)
+    return result
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -379,106 +606,40 @@ def run(args: argparse.Namespace) -> dict:
     checkpoint = checkpoint_to_resume(args, files)
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
-    options = model_options(args.model, vars(args))
-    torch.manual_seed(args.seed)
-    if device.type == "cuda":
+    model_options(args.model, vars(args))  # a bad option fails before the data is read
+    if args.deterministic:
+        make_deterministic(device)
+    elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-    dataset = data.load_cifar10(data.find_or_download(args.data_dir), args.val_size, args.seed)
-    normalize = data.Normalization.per_pixel if args.normalize == "pixel" else data.Normalization.per_channel
-    normalization = normalize(dataset.train.images)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    train_loader = data.DeviceLoader(dataset.train, args.batch_size, normalization, device, True, generator, MEMORY_FORMAT)
-    eval_loaders = {"test": eval_loader(dataset.test, normalization, device)}
-    if dataset.val is not None:
-        eval_loaders["val"] = eval_loader(dataset.val, normalization, device)
-
-    model = build_model(args.model, **options).to(device, memory_format=MEMORY_FORMAT)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay, foreach=True)
-    steps_per_epoch = len(train_loader)
-    milestone_steps = [round(m * steps_per_epoch) for m in args.milestones]
-    warmup = args.warmup == "on" or (args.warmup == "auto" and args.model in WARMUP_MODELS)
-    schedule = Schedule(args.lr, milestone_steps, args.gamma, warmup)
-    history: list[dict] = []
-    best: Optional[dict] = None
-    start_epoch, elapsed_before = 1, 0.0
+    files.make_writable()
+    training = Training(args, device, precision)
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        schedule.load_state_dict(checkpoint["scheduler"])
-        generator.set_state(checkpoint["rng"]["data"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        history, best = checkpoint["history"], checkpoint["best"]
-        start_epoch, elapsed_before = checkpoint["epoch"] + 1, checkpoint["wall_seconds"]
-    step_model = torch.compile(model) if args.compile else model
+        try:
+            training.load_state_dict(checkpoint)
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise UsageError(f"cannot resume from the checkpoint: {type(error).__name__}: {str(error)[:200]}") from None
+    remove_leftovers(files.folder)
 
-    files.folder.mkdir(parents=True, exist_ok=True)
-    parameters = count_parameters(model)
-    selected_on = "val" if dataset.val is not None else "test"
-    print(f"{args.model}: {parameters:,} parameters, {len(dataset.train.labels)} training images, "
-          f"{steps_per_epoch} steps/epoch, milestones at steps {milestone_steps}, warm-up {'on' if warmup else 'off'}, "
+    print(f"{args.model}: {count_parameters(training.model):,} parameters, {len(training.dataset.train.labels)} "
+          f"training images, {training.steps_per_epoch} steps/epoch, milestones at steps "
+          f"{training.schedule.milestone_steps}, warm-up {'on' if training.schedule.warming_up else 'off'}, "
           f"{describe_device(device)}, {precision}", flush=True)
-    run_start = time.perf_counter() - elapsed_before
-    interactive = sys.stderr.isatty()
-    evaluation = checkpoint["evaluation"] if checkpoint is not None else None
-    for epoch in range(start_epoch, args.epochs + 1):
-        progress = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{args.epochs}", leave=False) if interactive else None
-        lr = schedule.lr()
-        row = {"epoch": epoch, **train_one_epoch(step_model, train_loader, optimizer, schedule, precision, progress)}
-        if progress is not None:
-            progress.close()
-        for split, loader in eval_loaders.items():
-            row[f"{split}_loss"], row[f"{split}_acc"], predictions = evaluate(step_model, loader, precision)
-            if split == "test":
-                evaluation = test_evaluation(dataset.test, predictions)
-        row["lr"] = lr
-        row = order_columns(row)
-        history.append(row)
-        is_best = best is None or row[f"{selected_on}_acc"] > best["selected_acc"]
-        if is_best:
-            best = {"epoch": epoch, "selected_on": selected_on, "selected_acc": row[f"{selected_on}_acc"]}
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": schedule.state_dict(),
-            "epoch": epoch,
-            "args": plain_args(args),
-            "metrics": row,
-            "history": history,
-            "best": best,
-            "normalization": {"mean": normalization.mean, "std": normalization.std},
-            "evaluation": evaluation,
-            "rng": {"torch": torch.get_rng_state(), "data": generator.get_state()},
-            "wall_seconds": time.perf_counter() - run_start,
-        }
-        atomic_write(files.last, lambda temporary: torch.save(state, temporary))
-        if is_best:
-            atomic_write(files.best, lambda temporary: torch.save(state, temporary))
-        write_text(files.csv, csv_text(history))
-        print(epoch_line(row, args.epochs), flush=True)
-
-    final = history[-1]
-    result = {
-        "model": args.model,
-        "parameters": parameters,
-        "final_test_acc": final["test_acc"],
-        "final_test_error": 100 - final["test_acc"],
-        **({"final_val_acc": final["val_acc"]} if "val_acc" in final else {}),
-        "best": best,
-        "epochs": args.epochs,
-        "steps": schedule.step_count,
-        "steps_per_epoch": steps_per_epoch,
-        "wall_seconds": time.perf_counter() - run_start,
-        "device": describe_device(device),
-        "precision": precision,
-        "settings": {key: value for key, value in plain_args(args).items() if key not in ("resume", "overwrite", "evaluate")},
-        # The paper's Figure 7, measured on the first test batch (1,000 images).
-        "layer_response_std": layer_response_std(model, next(iter(eval_loaders["test"]))[0]),
-    }
-    write_text(files.json, json.dumps(result, indent=2) + "\n")
-    write_text(files.txt, summary_text(result))
-    report.draw_run(files.folder, {key: value.numpy() for key, value in evaluation.items()})
+    with StopSignals() as stop:
+        try:
+            while training.epochs_done < args.epochs:
+                row = training.run_epoch(stop)
+                save_epoch(training, files, training.is_best(row))
+                print(epoch_line(row, args.epochs), flush=True)
+        except RunInterrupted as interruption:
+            draw_figures(training, files)
+            interruption.epochs_done = training.epochs_done
+            raise
+        except Diverged as divergence:
+            kept = (f"the last good epoch ({training.epochs_done}) is kept in {files.last}" if training.epochs_done
+                    else "no epoch had finished")
+            write_summary(training, files, "diverged", diverged=f"{divergence}; {kept}")
+            raise Diverged(f"{divergence}; {kept}") from None
+    result = write_summary(training, files, "finished")
     print(summary_text(result), end="")
     print(f"figures in {files.folder / 'plots'}")
     return result
@@ -521,31 +682,26 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     return {"model": name, "test_loss": loss, "test_acc": accuracy, "per_class_acc": per_class}
 
 
-CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
-               "epoch_seconds", "train_images_per_s")
-
-
-def order_columns(row: dict) -> dict:
-    """The row's columns in CSV order, floats rounded to keep the CSV readable."""
-    return {column: round(row[column], 6) for column in CSV_COLUMNS if column in row}
-
-
-def epoch_line(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}", f"train {row['train_acc']:.2f}%"]
-    if "val_acc" in row:
-        parts.append(f"val {row['val_acc']:.2f}%")
-    parts += [f"test {row['test_acc']:.2f}%", f"lr {row['lr']:.4g}", f"{row['epoch_seconds']:.1f}s",
-              f"{row['train_images_per_s']:.0f} img/s"]
-    return "  ".join(parts)
-
-
 def main(argv: Optional[list[str]] = None) -> int:
+    """Exit status: 0 done; 2 bad input (one line on stderr); 1 diverged; 128 + signal when stopped."""
+    args = None
     try:
         args = parse_args(argv)
         evaluate_checkpoint(args) if args.evaluate else run(args)
     except (UsageError, data.DataError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
+    except torch.OutOfMemoryError:
+        print(f"train.py: error: out of GPU memory with --batch-size {args.batch_size}; try a smaller batch "
+              "(the paper's is 128)", file=sys.stderr)
+        return 2
+    except Diverged as divergence:
+        print(f"train.py: stopped: {divergence}", file=sys.stderr)
+        return 1
+    except RunInterrupted as interruption:
+        print(f"train.py: stopped by {interruption} with {interruption.epochs_done} finished epochs saved; "
+              f"continue with: {resume_command(args)}", file=sys.stderr)
+        return 128 + interruption.signal_number
     return 0
 
 

@@ -97,7 +97,7 @@ def write_fake_run(folder, model, seed, error, epochs=2):
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    run = {"model": model, "parameters": 1_727_962, "final_test_error": error, "final_test_acc": 100 - error,
+    run = {"model": model, "status": "finished", "parameters": 1_727_962, "final_test_error": error, "final_test_acc": 100 - error,
            "epochs": epochs, "steps_per_epoch": 390, "wall_seconds": 60.0 * seed, "settings": {"seed": seed},
            "layer_response_std": [1.0, 0.5, 0.25]}
     (folder / f"{model}_results.json").write_text(json.dumps(run))

@@ -1,0 +1,214 @@
+"""Reliability: atomic files under SIGKILL, SIGTERM/SIGINT handling, exact resume, divergence, bad input."""
+
+import csv
+import json
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import atomic
+import train
+from cifar_fixture import run_args
+
+ROOT = Path(__file__).resolve().parent.parent
+EPOCHS = 5
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
+
+
+def start_training(data_dir, results_dir, *extra):
+    command = [sys.executable, str(ROOT / "train.py"),
+               *run_args(data_dir, results_dir, "--epochs", str(EPOCHS), "--deterministic", *extra)]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_rows(folder):
+    with open(folder / "ResNet20_results.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def metrics(folder):
+    return [[row[name] for name in METRICS] for row in read_rows(folder)]
+
+
+def final_weights(folder):
+    return torch.load(folder / "ResNet20_last.pth", weights_only=True)["model"]
+
+
+def assert_same_run(folder, reference):
+    assert metrics(folder) == metrics(reference)
+    weights, expected = final_weights(folder), final_weights(reference)
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[key], expected[key]) for key in expected)
+
+
+def assert_only_complete_files(folder):
+    """Every artifact present parses, and they agree on how many epochs are done."""
+    if not (folder / "ResNet20_last.pth").exists():
+        return
+    checkpoint = torch.load(folder / "ResNet20_last.pth", weights_only=True)
+    assert checkpoint["epoch"] == len(checkpoint["history"]) >= 1
+    best = torch.load(folder / "ResNet20_best.pth", weights_only=True)
+    assert best["epoch"] <= checkpoint["epoch"]
+    rows = read_rows(folder)
+    # The CSV is written just after the checkpoint: it may lag by the epoch in flight, never lead.
+    assert checkpoint["epoch"] - 1 <= len(rows) <= checkpoint["epoch"]
+    assert [int(row["epoch"]) for row in rows] == list(range(1, len(rows) + 1))
+    assert all(value != "" for row in rows for value in row.values())
+
+
+@pytest.fixture(scope="module")
+def reference_run(data_dir, tmp_path_factory):
+    """An uninterrupted deterministic run of EPOCHS epochs."""
+    results = tmp_path_factory.mktemp("reference")
+    process = start_training(data_dir, results)
+    _, error = process.communicate(timeout=300)
+    assert process.returncode == 0, error
+    return results / "ResNet20"
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "result.txt"
+    path.write_text("old and complete")
+
+    def crash_halfway(temporary):
+        temporary.write_text("new but cut sh")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic.atomic_write(path, crash_halfway)
+    assert path.read_text() == "old and complete"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_sigkill_at_random_moments_leaves_complete_files_and_resume_repeats_the_run_exactly(
+        data_dir, tmp_path, reference_run):
+    chooser = random.Random(1)
+    folder = tmp_path / "ResNet20"
+    for trial in range(4):
+        flags = ["--resume"] if (folder / "ResNet20_last.pth").exists() else ["--overwrite"]
+        process = start_training(data_dir, tmp_path, *flags)
+        time.sleep(chooser.uniform(3.0, 8.0))
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+        assert_only_complete_files(folder)
+    flags = ["--resume"] if (folder / "ResNet20_last.pth").exists() else ["--overwrite"]
+    process = start_training(data_dir, tmp_path, *flags)
+    _, error = process.communicate(timeout=300)
+    assert process.returncode == 0, error
+    assert not list(folder.glob("**/*.tmp"))
+    assert_same_run(folder, reference_run)
+
+
+def wait_for_epoch_line(process):
+    for line in process.stdout:
+        if line.startswith("epoch 1/"):
+            return
+    raise AssertionError("the run ended before its first epoch: " + process.stderr.read())
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_saves_redraws_and_says_how_to_resume(data_dir, tmp_path, reference_run, signal_number):
+    process = start_training(data_dir, tmp_path)
+    wait_for_epoch_line(process)
+    process.send_signal(signal_number)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal_number
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert f"stopped by {signal.Signals(signal_number).name}" in error
+    assert f"--resume --results-dir {tmp_path}" in error
+    folder = tmp_path / "ResNet20"
+    saved = torch.load(folder / "ResNet20_last.pth", weights_only=True)["epoch"]
+    assert 1 <= saved < EPOCHS and len(read_rows(folder)) == saved
+    assert {path.name for path in (folder / "plots").iterdir()} >= {"loss_acc_curves.png", "confusion_matrix.png"}
+    if signal_number == signal.SIGTERM:
+        resumed = start_training(data_dir, tmp_path, "--resume")
+        _, error = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, error
+        assert_same_run(folder, reference_run)
+
+
+def test_a_nan_loss_stops_the_run_keeps_the_last_good_checkpoint_and_says_so(data_dir, tmp_path, monkeypatch, capsys):
+    original = train.train_one_epoch
+    calls = []
+
+    def nan_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        row = original(*args, **kwargs)
+        return {**row, "train_loss": float("nan")} if len(calls) == 2 else row
+
+    monkeypatch.setattr(train, "train_one_epoch", nan_in_second_epoch)
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "3")) == 1
+    error = capsys.readouterr().err
+    assert "the training loss became nan in epoch 2" in error and "last good epoch (1)" in error
+    folder = tmp_path / "ResNet20"
+    assert torch.load(folder / "ResNet20_last.pth", weights_only=True)["epoch"] == 1
+    result = json.loads((folder / "ResNet20_results.json").read_text())
+    assert result["status"] == "diverged" and result["epochs_done"] == 1
+    assert "DIVERGED" in (folder / "ResNet20_results.txt").read_text()
+
+
+def test_a_huge_learning_rate_really_diverges_with_a_clear_message(data_dir, tmp_path, capsys):
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--lr", "1e12")) == 1
+    error = capsys.readouterr().err
+    assert "stopped: the training loss became nan in epoch 1; no epoch had finished" in error
+    assert json.loads((tmp_path / "ResNet20" / "ResNet20_results.json").read_text())["status"] == "diverged"
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (exec, ("open('pwned', 'w').write('x')",))
+
+
+def write_malicious_checkpoint(path):
+    torch.save({"model": RunsCode(), "args": {"model": "ResNet20"}, "epoch": 1}, path)
+
+
+@pytest.mark.parametrize(
+    "extra,make,message",
+    [
+        (["--model", "ResNet21"], None, "unknown model 'ResNet21'; choose from: ResNet20, ResNet32"),
+        (["--epochs", "ten"], None, "argument --epochs: invalid int value: 'ten'"),
+        (["--resume", "{tmp}/cut.pth"], lambda tmp, src: (tmp / "cut.pth").write_bytes(src.read_bytes()[:4000]),
+         "is not a readable checkpoint"),
+        (["--resume", "{tmp}/foreign.pth"], lambda tmp, src: (tmp / "foreign.pth").write_bytes(b"PK\x03\x04 not ours"),
+         "is not a readable checkpoint"),
+        (["--resume", "{tmp}/evil.pth"], lambda tmp, src: write_malicious_checkpoint(tmp / "evil.pth"),
+         "is not a readable checkpoint (UnpicklingError)"),
+        (["--evaluate", "{tmp}/evil.pth"], lambda tmp, src: write_malicious_checkpoint(tmp / "evil.pth"),
+         "is not a readable checkpoint (UnpicklingError)"),
+        (["--results-dir", "{tmp}/a_file/results"], lambda tmp, src: (tmp / "a_file").write_text("x"),
+         "cannot write results to"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_overwrites_nothing(data_dir, reference_run, tmp_path, capsys, monkeypatch,
+                                                           extra, make, message):
+    monkeypatch.chdir(tmp_path)  # where a successful exploit would write 'pwned'
+    results = tmp_path / "results"
+    (results / "ResNet20").mkdir(parents=True)
+    existing = results / "ResNet20" / "ResNet20_results.csv"
+    existing.write_text("an earlier run's results\n")
+    if make is not None:
+        make(tmp_path, reference_run / "ResNet20_last.pth")
+    argv = run_args(data_dir, results, "--epochs", "1") + [part.format(tmp=tmp_path) for part in extra]
+    assert train.main(argv) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1 and "Traceback" not in error
+    assert existing.read_text() == "an earlier run's results\n"
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_out_of_gpu_memory_suggests_a_smaller_batch(data_dir, tmp_path, monkeypatch, capsys):
+    def no_memory(*_args, **_kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train, "train_one_epoch", no_memory)
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 2
+    error = capsys.readouterr().err
+    assert "out of GPU memory with --batch-size 32; try a smaller batch" in error and error.count("\n") == 1
