@@ -151,6 +151,12 @@ def load_cifar10(folder: Path, val_size: int = 0, seed: int = 0) -> Cifar10:
     )
 
 
+def random_split(count: int, generator: torch.Generator) -> Split:
+    """Random images and labels of CIFAR-10's shapes, for benchmarks."""
+    images = torch.randint(0, 256, (count, *IMAGE_SHAPE), dtype=torch.uint8, generator=generator)
+    return Split(images, torch.randint(0, len(CLASSES), (count,), generator=generator))
+
+
 def pixel_moments(images: torch.Tensor, chunk: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel mean of x and of x^2 (3 x 32 x 32, float64, x in [0, 1]), a chunk at a time:
     50k images in float64 at once would take 1.2 GB."""

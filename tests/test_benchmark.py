@@ -1,0 +1,67 @@
+"""--benchmark and the speed choices (compilation, fused SGD, evaluation batch)."""
+
+import sys
+
+import pytest
+import torch
+
+import train
+
+
+def test_benchmark_prints_rates_memory_and_projection_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "BENCHMARK_SECONDS", 0.2)
+    results = tmp_path / "results"
+    argv = ["--model", "ResNet20", "--benchmark", "--batch-size", "16", "--epochs", "3", "--compile", "off",
+            "--results-dir", str(results), "--data-dir", str(tmp_path / "no-data-needed")]
+    assert train.main(argv) == 0
+    out = capsys.readouterr().out
+    for text in ("ResNet20 on cpu", "training:", "evaluation:", "images/s", "peak memory:", "CPU RSS",
+                 "min for 3 epochs"):
+        assert text in out
+    assert not results.exists() and not (tmp_path / "no-data-needed").exists()
+
+
+def test_benchmark_result_is_consistent(monkeypatch):
+    monkeypatch.setattr(train, "BENCHMARK_SECONDS", 0.2)
+    args = train.parse_args(["--model", "ResNet20", "--benchmark", "--batch-size", "16", "--epochs", "10",
+                             "--compile", "off"])
+    result = train.benchmark(args)
+    assert result["train_images_per_s"] > 0 and result["eval_images_per_s"] > 0
+    per_epoch = (50_000 // 16 * 16) / result["train_images_per_s"] + 10_000 / result["eval_images_per_s"]
+    assert result["epoch_seconds"] == pytest.approx(per_epoch)
+    assert result["projected_run_seconds"] == pytest.approx(result["warmup_seconds"] + 10 * per_epoch)
+
+
+@pytest.mark.parametrize(
+    "choice,epochs,device,expected",
+    [
+        ("on", 1, "cpu", True),
+        ("off", 164, "cpu", False),
+        ("auto", 9, "cpu", False),
+        ("auto", 164, "meta", False),
+    ],
+)
+def test_compilation_choice(choice, epochs, device, expected):
+    assert train.use_compile(choice, epochs, torch.device(device)) is expected
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="auto compiles on Linux CPUs only")
+def test_auto_compiles_a_full_run_on_a_linux_cpu_with_a_compiler(monkeypatch):
+    monkeypatch.setattr(train.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert train.use_compile("auto", 164, torch.device("cpu")) is True
+    monkeypatch.setattr(train.shutil, "which", lambda name: None)
+    assert train.use_compile("auto", 164, torch.device("cpu")) is False
+
+
+def test_sgd_is_fused_on_the_cpu_with_the_paper_s_hyperparameters():
+    args = train.parse_args([])
+    optimizer = train.make_optimizer(torch.nn.Linear(3, 2), args, torch.device("cpu"))
+    assert optimizer.defaults["fused"] is True
+    assert (optimizer.defaults["lr"], optimizer.defaults["momentum"], optimizer.defaults["weight_decay"]) == (0.1, 0.9, 1e-4)
+    assert optimizer.defaults["nesterov"] is False and optimizer.defaults["dampening"] == 0
+
+
+def test_evaluation_batches_divide_the_test_and_validation_sets():
+    for device in ("cpu", "cuda"):
+        size = train.eval_batch_size(torch.device(device))
+        assert 10_000 % size == 0 and 5_000 % size == 0
