@@ -188,12 +188,16 @@ def has_fast_bf16(device: torch.device) -> bool:
     return False
 
 
-def make_deterministic(device: torch.device) -> None:
-    """Deterministic kernels only (an op without one raises); cuBLAS needs its workspace fixed for that."""
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
+def choose_kernels(deterministic: bool, device: torch.device) -> None:
+    """Deterministic kernels only (an op without one raises; cuBLAS needs its workspace fixed for
+    that), or else, on CUDA, cuDNN's autotuner, which picks the fastest kernel per shape."""
+    if deterministic:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def use_compile(choice: str, epochs: int, device: torch.device) -> bool:
@@ -645,10 +649,7 @@ def run(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
     model_options(args.model, vars(args))  # a bad option fails before the data is read
-    if args.deterministic:
-        make_deterministic(device)
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    choose_kernels(args.deterministic, device)
     files.make_writable()
     dataset = data.load_cifar10(data.find_or_download(args.data_dir), args.val_size, args.seed)
     training = Training(args, device, precision, dataset)
@@ -700,8 +701,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     device = pick_device(args.device)
     precision = pick_precision(args.precision, device)
     model_options(args.model, vars(args))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    choose_kernels(args.deterministic, device)
     random_images = torch.Generator().manual_seed(args.seed)
     eval_images = 10 * eval_batch_size(device)
     training = Training(args, device, precision,

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import pickle
 import random
 import signal
 import subprocess
@@ -91,7 +90,7 @@ def test_sigkill_at_random_moments_leaves_complete_files_and_resume_repeats_the_
         data_dir, tmp_path, reference_run):
     chooser = random.Random(1)
     folder = tmp_path / "ResNet20"
-    for trial in range(4):
+    for _ in range(4):  # four kills, then a resume to the end
         flags = ["--resume"] if (folder / "ResNet20_last.pth").exists() else ["--overwrite"]
         process = start_training(data_dir, tmp_path, *flags)
         time.sleep(chooser.uniform(3.0, 8.0))

@@ -10,7 +10,6 @@ from PIL import Image
 
 import report
 import train
-from cifar_fixture import run_args
 
 
 def assert_sensible_png(path):
