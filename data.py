@@ -176,6 +176,11 @@ class Normalization:
     mean: torch.Tensor  # broadcastable to 3 x 32 x 32, in [0, 1] units
     std: torch.Tensor
 
+    def __post_init__(self) -> None:
+        # Worked out once, not per batch: x * scale + shift.
+        self.scale = 1 / (255 * self.std)
+        self.shift = -self.mean / self.std
+
     @classmethod
     def per_pixel(cls, images: torch.Tensor) -> "Normalization":
         """The paper's: subtract the per-pixel mean image of the training set, no scaling."""
@@ -194,12 +199,7 @@ class Normalization:
         return Normalization(self.mean.to(device), self.std.to(device))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        scale = 1 / (255 * self.std)
-        return torch.addcmul(-self.mean / self.std, images.float(), scale)
-
-    def invert(self, normalized: torch.Tensor) -> torch.Tensor:
-        """Back to [0, 1] pixels, for showing images."""
-        return (normalized * self.std + self.mean).clamp(0, 1)
+        return torch.addcmul(self.shift, images.float(), self.scale)
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = PAD) -> torch.Tensor:
