@@ -169,7 +169,7 @@ def draw_run(folder: Path, evaluation: Optional[dict] = None) -> list[Path]:
     """Draw every figure of the run in ``folder`` into folder/plots; returns the paths drawn.
 
     ``evaluation`` holds the final model's test ``labels``, ``predictions`` and ``sample_images``
-    (uint8 arrays); without it they are read from the last checkpoint.
+    (uint8 tensors, as the checkpoint stores them); without it they are read from the last checkpoint.
     """
     model, csv_path, last = run_files(folder)
     plots = Path(folder) / "plots"
@@ -179,12 +179,12 @@ def draw_run(folder: Path, evaluation: Optional[dict] = None) -> list[Path]:
     plot_lr(history, plots / "lr_curve.png", model)
     drawn = [plots / "loss_acc_curves.png", plots / "lr_curve.png"]
     if evaluation is None and last.is_file():
-        evaluation = {key: value.numpy() for key, value in torch.load(last, weights_only=True)["evaluation"].items()}
+        evaluation = torch.load(last, weights_only=True)["evaluation"]
     if evaluation is not None:
-        labels, predictions = evaluation["labels"].astype(np.int64), evaluation["predictions"].astype(np.int64)
+        labels, predictions = evaluation["labels"].long().numpy(), evaluation["predictions"].long().numpy()
+        images = evaluation["sample_images"].numpy()
         plot_confusion(labels, predictions, plots / "confusion_matrix.png", model)
-        shown = len(evaluation["sample_images"])
-        plot_predictions(evaluation["sample_images"], labels[:shown], predictions[:shown], plots / "predictions.png", model)
+        plot_predictions(images, labels[: len(images)], predictions[: len(images)], plots / "predictions.png", model)
         drawn += [plots / "confusion_matrix.png", plots / "predictions.png"]
     return drawn
 

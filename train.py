@@ -632,7 +632,7 @@ def save_epoch(training: Training, files: RunFiles, is_best: bool) -> None:
 
 def draw_figures(training: Training, files: RunFiles) -> None:
     if training.history:
-        report.draw_run(files.folder, {key: value.numpy() for key, value in training.evaluation.items()})
+        report.draw_run(files.folder, training.evaluation)
 
 
 def write_summary(training: Training, files: RunFiles, status: str, **extra) -> dict:
