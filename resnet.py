@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence, Type, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 SHORTCUTS = ("A", "B")
 STEMS = ("cifar", "imagenet")
@@ -299,37 +300,17 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, image_size: int = 32) -> int:
-    """Multiply-accumulates of one forward pass for one image, counted over convs and linears.
-
-    BN, ReLU, pooling and the additions are left out, as is usual for FLOP tables.
-    """
-    total = 0
-
-    def conv_hook(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        kernel = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        total += output[0].numel() * kernel
-
-    def linear_hook(module: nn.Linear, _inputs, _output) -> None:
-        nonlocal total
-        total += module.in_features * module.out_features
-
-    handles = []
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
-        elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
+    """Multiply-accumulates of one forward pass for one image, as PyTorch's FLOP counter counts
+    them (convolutions and matrix products; BN, ReLU, pooling and additions are left out, as is
+    usual for FLOP tables). It counts a multiply-add as two FLOPs."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, 3, image_size, image_size))
     finally:
         model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return total
+    return counter.get_total_flops() // 2
 
 
 def response_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
