@@ -182,6 +182,11 @@ class Normalization:
         self.shift = -self.mean / self.std
 
     @classmethod
+    def fit(cls, kind: str, images: torch.Tensor) -> "Normalization":
+        """``kind`` "pixel" (the paper's) or "channel" (the seed repository's), fitted to ``images``."""
+        return cls.per_pixel(images) if kind == "pixel" else cls.per_channel(images)
+
+    @classmethod
     def per_pixel(cls, images: torch.Tensor) -> "Normalization":
         """The paper's: subtract the per-pixel mean image of the training set, no scaling."""
         mean, _ = pixel_moments(images)

@@ -5,8 +5,8 @@
     python report.py --summary results             # every finished run under results/ against the paper
 
 Per run, in RUN/plots/: loss_acc_curves.png and lr_curve.png from <Model>_results.csv;
-confusion_matrix.png and predictions.png from the test predictions that <Model>_last.pth
-carries (the final model's, or the last finished epoch's after an interruption).
+confusion_matrix.png and predictions.png from <Model>_test_predictions.pt (the final model's,
+or the last finished epoch's after an interruption). runfiles.py knows these names.
 
 The sweep report (--summary) reads every <Model>_results.json under a folder and writes there
 summary.md and summary.csv (Table 6 side by side), depth_vs_error.png, figure6.png (training and
@@ -16,24 +16,19 @@ test error against iterations) and figure7.png (3x3 layer response std).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import matplotlib
+import numpy as np
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-import torch  # noqa: E402
-
-from atomic import atomic_write, write_text  # noqa: E402
-from data import CLASSES  # noqa: E402
+from runfiles import RunFileError, RunFiles, atomic_write, csv_text, write_text
+from sweep import SWEEP_MODELS
 
 PLOT_NAMES = ("confusion_matrix.png", "loss_acc_curves.png", "lr_curve.png", "predictions.png")
 PLAIN_NUMBERS = FuncFormatter(lambda value, _position: f"{value:g}")  # 0.01, not 10^-2, on log axes
@@ -44,23 +39,10 @@ class ReportError(Exception):
     """A results folder that cannot be drawn; the message says why."""
 
 
-def save_figure(fig: plt.Figure, path: Path) -> None:
-    """Save as PNG atomically and free the figure."""
-    try:
-        atomic_write(path, lambda temporary: fig.savefig(temporary, format="png", dpi=120, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
-
-
-def read_history(path: Path) -> list[dict]:
-    """The per-epoch rows of a results CSV, numbers as floats (epoch as int)."""
-    with open(path, newline="") as file:
-        rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
-    if not rows:
-        raise ReportError(f"{path} has no epochs yet")
-    for row in rows:
-        row["epoch"] = int(row["epoch"])
-    return rows
+def save_figure(fig: Figure, path: Path) -> None:
+    """Save as PNG atomically. Figures are made with matplotlib's Figure class, not pyplot, so no
+    global state (and no display) is involved and nothing needs closing."""
+    atomic_write(path, lambda temporary: fig.savefig(temporary, format="png", dpi=120, bbox_inches="tight"))
 
 
 def lr_drop_epochs(history: list[dict]) -> list[int]:
@@ -75,7 +57,8 @@ def splits_in(history: list[dict]) -> list[str]:
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
     """Loss and error (%) per epoch for every split, the lr drops as dotted lines."""
     epochs = [row["epoch"] for row in history]
-    fig, (loss_ax, error_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    loss_ax, error_ax = fig.subplots(1, 2)
     for split in splits_in(history):
         colour, style = SPLIT_STYLES[split]
         loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], style, color=colour, label=split)
@@ -100,7 +83,8 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
 def plot_lr(history: list[dict], path: Path, title: str) -> None:
     """The learning rate each epoch starts with, drawn over that epoch, on a log scale
     (a warm-up shows as a low first epoch)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.stairs([row["lr"] for row in history], [history[0]["epoch"] - 1] + [row["epoch"] for row in history],
               baseline=None, linewidth=2)
     ax.set_yscale("log")
@@ -113,17 +97,19 @@ def plot_lr(history: list[dict], path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-def confusion_counts(labels: np.ndarray, predictions: np.ndarray, classes: int = len(CLASSES)) -> np.ndarray:
+def confusion_counts(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
     """counts[true, predicted]."""
     return np.bincount(labels * classes + predictions, minlength=classes * classes).reshape(classes, classes)
 
 
-def plot_confusion(labels: np.ndarray, predictions: np.ndarray, path: Path, title: str) -> None:
+def plot_confusion(labels: np.ndarray, predictions: np.ndarray, classes: Sequence[str], path: Path,
+                   title: str) -> None:
     """Counts of true (rows) against predicted (columns) classes, annotated."""
-    counts = confusion_counts(labels, predictions)
+    counts = confusion_counts(labels, predictions, len(classes))
     accuracy = 100 * np.trace(counts) / counts.sum()
-    fig, ax = plt.subplots(figsize=(9, 7.5))
-    sns.heatmap(counts, annot=True, fmt="d", cmap="Blues", xticklabels=CLASSES, yticklabels=CLASSES, ax=ax,
+    fig = Figure(figsize=(9, 7.5))
+    ax = fig.subplots()
+    sns.heatmap(counts, annot=True, fmt="d", cmap="Blues", xticklabels=classes, yticklabels=classes, ax=ax,
                 cbar_kws={"label": "images"})
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -131,17 +117,18 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, path: Path, titl
     save_figure(fig, path)
 
 
-def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, path: Path, title: str,
-                     columns: int = 8) -> None:
+def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes: Sequence[str],
+                     path: Path, title: str, columns: int = 8) -> None:
     """A grid of test images with predicted and true labels; wrong ones in red with a red frame."""
     rows = -(-len(images) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 1.95 * rows))
+    fig = Figure(figsize=(1.7 * columns, 1.95 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in np.ravel(axes):
         ax.axis("off")
     for ax, image, label, prediction in zip(np.ravel(axes), images, labels, predictions):
         ax.imshow(image.transpose(1, 2, 0))
         right = label == prediction
-        ax.set_title(f"{CLASSES[prediction]}" if right else f"{CLASSES[prediction]}\n(true: {CLASSES[label]})",
+        ax.set_title(classes[prediction] if right else f"{classes[prediction]}\n(true: {classes[label]})",
                      color="black" if right else "red", fontsize=8)
         if not right:
             ax.axis("on")
@@ -155,37 +142,28 @@ def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.nda
     save_figure(fig, path)
 
 
-def run_files(folder: Path) -> tuple[str, Path, Path]:
-    """The model name, CSV and last checkpoint of a results folder."""
-    folder = Path(folder)
-    csvs = sorted(folder.glob("*_results.csv"))
-    if not csvs:
-        raise ReportError(f"{folder} holds no <Model>_results.csv")
-    model = csvs[0].name[: -len("_results.csv")]
-    return model, csvs[0], folder / f"{model}_last.pth"
-
-
-def draw_run(folder: Path, evaluation: Optional[dict] = None) -> list[Path]:
+def draw_run(folder: Path) -> list[Path]:
     """Draw every figure of the run in ``folder`` into folder/plots; returns the paths drawn.
 
-    ``evaluation`` holds the final model's test ``labels``, ``predictions`` and ``sample_images``
-    (uint8 tensors, as the checkpoint stores them); without it they are read from the last checkpoint.
+    The curves need the CSV; the confusion matrix and predictions need the test predictions file,
+    and are left out where a run has none (only its CSV was copied, say).
     """
-    model, csv_path, last = run_files(folder)
-    plots = Path(folder) / "plots"
-    plots.mkdir(exist_ok=True)
-    history = read_history(csv_path)
-    plot_curves(history, plots / "loss_acc_curves.png", model)
-    plot_lr(history, plots / "lr_curve.png", model)
-    drawn = [plots / "loss_acc_curves.png", plots / "lr_curve.png"]
-    if evaluation is None and last.is_file():
-        evaluation = torch.load(last, weights_only=True)["evaluation"]
-    if evaluation is not None:
-        labels, predictions = evaluation["labels"].long().numpy(), evaluation["predictions"].long().numpy()
-        images = evaluation["sample_images"].numpy()
-        plot_confusion(labels, predictions, plots / "confusion_matrix.png", model)
-        plot_predictions(images, labels[: len(images)], predictions[: len(images)], plots / "predictions.png", model)
-        drawn += [plots / "confusion_matrix.png", plots / "predictions.png"]
+    files = RunFiles.in_folder(folder)
+    if files is None or not files.csv.is_file():
+        raise ReportError(f"{folder} holds no <Model>_results.csv")
+    history = files.read_history()
+    files.plots.mkdir(exist_ok=True)
+    drawn = [files.plots / "loss_acc_curves.png", files.plots / "lr_curve.png"]
+    plot_curves(history, drawn[0], files.model)
+    plot_lr(history, drawn[1], files.model)
+    saved = files.read_predictions()
+    if saved is not None:
+        labels, predictions = saved["labels"].long().numpy(), saved["predictions"].long().numpy()
+        images, classes = saved["sample_images"].numpy(), saved["classes"]
+        title = f"{files.model}, epoch {saved['epoch']}"
+        drawn += [files.plots / "confusion_matrix.png", files.plots / "predictions.png"]
+        plot_confusion(labels, predictions, classes, drawn[2], title)
+        plot_predictions(images, labels[: len(images)], predictions[: len(images)], classes, drawn[3], title)
     return drawn
 
 
@@ -196,9 +174,6 @@ def draw_run(folder: Path, evaluation: Optional[dict] = None) -> list[Path]:
 PAPER_ERROR = {"ResNet20": 8.75, "ResNet32": 7.51, "ResNet44": 7.17, "ResNet56": 6.97, "ResNet110": 6.43,
                "ResNet1202": 7.93}
 PAPER_MEAN_ERROR = {"ResNet110": (6.61, 0.16)}
-# What run.sh trains by default, in its order: the models the report misses when absent.
-SWEEP_MODELS = ("ResNet20", "ResNet32", "ResNet44", "ResNet56", "ResNet110", "Plain20", "Plain32", "Plain44",
-                "Plain56", "ResNet18", "ResNet34", "ResNet50", "ResNet1202")
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # the paper's CIFAR nets; ResNet18-152 are another family
 FIGURE6_PANELS = (
     ("plain nets", ("Plain20", "Plain32", "Plain44", "Plain56", "Plain110")),
@@ -210,30 +185,28 @@ SUMMARY_COLUMNS = ("model", "depth", "parameters", "runs", "seeds", "paper_error
                    "mean_error", "std_error", "mean_minus_paper", "epochs", "mean_wall_minutes")
 
 
-def find_runs(root: Path) -> tuple[dict[str, list[dict]], list[Path]]:
-    """Every finished run under ``root`` (a <Model>_results.json), grouped by model, by seed;
-    and the folders of runs that diverged.
+@dataclass
+class Sweep:
+    """The runs under a results folder, by what their files say."""
 
-    Each run is its JSON with ``folder`` added, so its CSV can be found.
-    """
-    runs: dict[str, list[dict]] = {}
-    diverged = []
-    for path in sorted(Path(root).rglob("*_results.json")):
-        run = json.loads(path.read_text())
-        if run["status"] != "finished":
-            diverged.append(path.parent)
-            continue
-        run["folder"] = path.parent
-        runs.setdefault(run["model"], []).append(run)
-    for model_runs in runs.values():
+    finished: dict[str, list[dict]]  # model -> its finished runs' summaries (``files`` added), by seed
+    diverged: list[Path]  # folders of runs that stopped on a NaN/inf loss
+    unfinished: list[Path]  # folders of runs that started and have no readable summary
+
+
+def find_runs(root: Path) -> Sweep:
+    sweep = Sweep({}, [], [])
+    for files in RunFiles.under(root):
+        result = files.read_result()
+        if result is None:
+            sweep.unfinished.append(files.folder)
+        elif result.get("status") != "finished":
+            sweep.diverged.append(files.folder)
+        else:
+            sweep.finished.setdefault(result["model"], []).append({**result, "files": files})
+    for model_runs in sweep.finished.values():
         model_runs.sort(key=lambda run: run["settings"]["seed"])
-    return runs, diverged
-
-
-def unfinished_runs(root: Path) -> list[Path]:
-    """Folders with a CSV but no JSON: runs that started and did not finish."""
-    return [csv_path.parent for csv_path in sorted(Path(root).rglob("*_results.csv"))
-            if not csv_path.with_name(csv_path.name.replace("_results.csv", "_results.json")).exists()]
+    return sweep
 
 
 def model_order(models) -> list[str]:
@@ -303,23 +276,15 @@ def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path
     return "\n".join(lines) + "\n"
 
 
-def csv_text(rows: list[dict], columns: Sequence[str]) -> str:
-    """Rows as CSV text with a header; None becomes an empty field."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
-    return buffer.getvalue()
-
-
-def no_runs_note(ax: plt.Axes, models) -> None:
+def no_runs_note(ax: Axes, models) -> None:
     ax.text(0.5, 0.5, "no runs of\n" + ", ".join(models), ha="center", va="center", transform=ax.transAxes,
             color="grey")
 
 
 def plot_depth_vs_error(runs: dict[str, list[dict]], path: Path) -> None:
     """Final test error against depth: each run a dot, the mean a line; the paper's ResNets as crosses."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for family, label, colour in (("Plain", "plain", "tab:orange"), ("ResNet", "ResNet", "tab:blue")):
         models = [model for model in model_order(runs) if model.startswith(family) and depth_of(model) in CIFAR_DEPTHS]
         if not models:
@@ -343,13 +308,14 @@ def plot_depth_vs_error(runs: dict[str, list[dict]], path: Path) -> None:
 
 def plot_figure6(runs: dict[str, list[dict]], path: Path) -> None:
     """The paper's Figure 6: training (dashed) and test (bold) error against iterations, first seed of each."""
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharey=True)
+    fig = Figure(figsize=(16, 4.5))
+    axes = fig.subplots(1, 3, sharey=True)
     final_errors = []
     for ax, (title, models) in zip(axes, FIGURE6_PANELS):
         present = [model for model in models if model in runs]
         for index, model in enumerate(present):
             run = runs[model][0]
-            history = read_history(run["folder"] / f"{model}_results.csv")
+            history = run["files"].read_history()
             iterations = [row["epoch"] * run["steps_per_epoch"] for row in history]
             test_errors = [100 - row["test_acc"] for row in history]
             marker = "." if len(history) < 20 else None  # a short run's few points stay visible
@@ -372,7 +338,8 @@ def plot_figure6(runs: dict[str, list[dict]], path: Path) -> None:
 
 def plot_figure7(runs: dict[str, list[dict]], path: Path) -> None:
     """The paper's Figure 7: std of each 3x3 layer's response, in layer order (top) and sorted (bottom)."""
-    fig, (ordered_ax, sorted_ax) = plt.subplots(2, 1, figsize=(9, 7))
+    fig = Figure(figsize=(9, 7))
+    ordered_ax, sorted_ax = fig.subplots(2, 1)
     present = [model for model in FIGURE7_MODELS if model in runs and "layer_response_std" in runs[model][0]]
     for index, model in enumerate(present):
         stds = runs[model][0]["layer_response_std"]
@@ -396,14 +363,15 @@ def plot_figure7(runs: dict[str, list[dict]], path: Path) -> None:
 
 def write_sweep_report(root: Path) -> list[Path]:
     """summary.md, summary.csv, depth_vs_error.png, figure6.png and figure7.png in ``root``."""
-    runs, diverged = find_runs(root)
+    sweep = find_runs(root)
+    runs = sweep.finished
     if not runs:
         raise ReportError(f"no finished runs (<Model>_results.json) under {root}")
     rows = [summary_row(model, runs[model]) for model in model_order(runs)]
     missing = [model for model in SWEEP_MODELS if model not in runs]
     root = Path(root)
     outputs = [root / name for name in ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")]
-    write_text(outputs[0], summary_markdown(rows, missing, unfinished_runs(root), diverged))
+    write_text(outputs[0], summary_markdown(rows, missing, sweep.unfinished, sweep.diverged))
     write_text(outputs[1], csv_text(rows, SUMMARY_COLUMNS))
     plot_depth_vs_error(runs, outputs[2])
     plot_figure6(runs, outputs[3])
@@ -428,7 +396,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.summary is not None:
             for path in write_sweep_report(args.summary):
                 print(f"wrote {path}")
-    except (ReportError, OSError) as error:
+    except (ReportError, RunFileError, OSError) as error:
         print(f"report.py: error: {error}", file=sys.stderr)
         return 2
     return 0

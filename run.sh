@@ -8,7 +8,8 @@
 #   EPOCHS=1 MODELS="ResNet20 Plain20" ./run.sh   # a quick look at the whole pipeline
 #
 # Settings from the environment (defaults in brackets):
-#   MODELS       models, in order [the paper's ResNets and plain nets, ResNet18/34/50, ResNet1202 last]
+#   MODELS       models, in order [python sweep.py models: the paper's ResNets and plain nets,
+#                ResNet18/34/50, ResNet1202 last]
 #   SEEDS        seeds; each run goes to RESULTS_DIR/seed<S>/<Model>/ [0]
 #   EPOCHS       epochs per run [164]
 #   DATA_DIR     CIFAR-10 folder [data]
@@ -17,37 +18,40 @@
 #   GPUS         comma-separated GPU ids to run jobs on in parallel [unset: one job at a time]
 #   PYTHON       the interpreter [python]
 #
-# A run whose <Model>_results.json says it finished is skipped; one with a <Model>_last.pth is
-# resumed (a diverged one too: it fails again unless something changed); each run's output goes to its folder's train.log. The first failing run stops the
-# sweep (jobs already running on other GPUs finish first); finished runs are kept.
+# What happens to each run is what `python sweep.py state` says of its folder: a finished run is
+# skipped; a resumable one (it has a checkpoint, and no summary saying it finished: interrupted,
+# or diverged, which fails again unless something changed) is resumed; a new one is trained.
+# Each run's output goes to its folder's train.log. The first failing run stops the sweep (jobs
+# already running on other GPUs finish first); finished runs are kept.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-MODELS=${MODELS:-"ResNet20 ResNet32 ResNet44 ResNet56 ResNet110 Plain20 Plain32 Plain44 Plain56 ResNet18 ResNet34 ResNet50 ResNet1202"}
+PYTHON=${PYTHON:-python}
+MODELS=${MODELS:-$("$PYTHON" sweep.py models)}
 SEEDS=${SEEDS:-0}
 EPOCHS=${EPOCHS:-164}
 DATA_DIR=${DATA_DIR:-data}
 RESULTS_DIR=${RESULTS_DIR:-results}
 TRAIN_FLAGS=${TRAIN_FLAGS:-}
 GPUS=${GPUS:-}
-PYTHON=${PYTHON:-python}
 
 # Train one model with one seed, unless it already finished; resume it if it was interrupted.
 run_one() {
     local model=$1 seed=$2
     local folder="$RESULTS_DIR/seed$seed/$model"
     local log="$folder/train.log"
-    if grep -qs '"status": "finished"' "$folder/${model}_results.json"; then
-        echo "skip   $model seed $seed: finished ($folder)"
-        return 0
-    fi
-    local resume=()
-    if [[ -f "$folder/${model}_last.pth" ]]; then
-        resume=(--resume)
-        echo "resume $model seed $seed${CUDA_VISIBLE_DEVICES:+ on GPU $CUDA_VISIBLE_DEVICES} (log: $log)"
-    else
-        echo "train  $model seed $seed${CUDA_VISIBLE_DEVICES:+ on GPU $CUDA_VISIBLE_DEVICES} (log: $log)"
-    fi
+    local state resume=()
+    state=$("$PYTHON" sweep.py state "$RESULTS_DIR/seed$seed" "$model")
+    case $state in
+        finished)
+            echo "skip   $model seed $seed: finished ($folder)"
+            return 0 ;;
+        resumable)
+            resume=(--resume)
+            echo "resume $model seed $seed${CUDA_VISIBLE_DEVICES:+ on GPU $CUDA_VISIBLE_DEVICES} (log: $log)" ;;
+        *)
+            echo "train  $model seed $seed${CUDA_VISIBLE_DEVICES:+ on GPU $CUDA_VISIBLE_DEVICES} (log: $log)" ;;
+    esac
     mkdir -p "$folder"
     # shellcheck disable=SC2086  # TRAIN_FLAGS is a list of words
     if ! "$PYTHON" train.py --model "$model" --seed "$seed" --epochs "$EPOCHS" --data-dir "$DATA_DIR" \

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import data  # noqa: E402
 import train  # noqa: E402
 from resnet import build_model  # noqa: E402
+from runtime import StopSignals, pick_device, setup  # noqa: E402
 
 # The seed repository's per-channel statistics of the CIFAR-10 training set.
 CHANNEL_MEAN, CHANNEL_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -96,13 +97,13 @@ def our_epochs(model_name: str, dataset: data.Cifar10, data_dir: Path, compile_:
     """Seconds of each epoch of train.py's own loop; the first includes set-up and compilation."""
     start = time.perf_counter()
     args = train.parse_args(["--model", model_name, "--data-dir", str(data_dir), "--compile", compile_])
-    device = train.pick_device(args.device)
-    training = train.Training(args, device, train.pick_precision(args.precision, device), dataset)
-    stop = train.StopSignals()
+    runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
+    training = train.Training(args, runtime, model, dataset)
+    stop = StopSignals()
     seconds = []
     for _ in range(epochs):
         training.run_epoch(stop)
-        if device.type == "cuda":
+        if runtime.device.type == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
         start = time.perf_counter()
@@ -117,10 +118,10 @@ def main() -> None:
     parser.add_argument("--pipelines", nargs="+", default=["classic", "ours-eager", "ours"],
                         choices=["classic", "ours-eager", "ours"])
     args = parser.parse_args()
-    device = train.pick_device("auto")
+    device = pick_device("auto")
     dataset = data.load_cifar10(data.find_or_download(args.data_dir))
     train_images = len(dataset.train.labels) // 128 * 128
-    print(f"device: {train.describe_device(device)}; {args.epochs} epochs per pipeline", flush=True)
+    print(f"device: {device}; {args.epochs} epochs per pipeline", flush=True)
     for model_name in args.models:
         steady = {}
         for pipeline in args.pipelines:

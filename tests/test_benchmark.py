@@ -5,11 +5,15 @@ import sys
 import pytest
 import torch
 
+import engine
+import recipe
+import runtime
+import speed
 import train
 
 
 def test_benchmark_prints_rates_memory_and_projection_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train, "BENCHMARK_SECONDS", 0.2)
+    monkeypatch.setattr(speed, "BENCHMARK_SECONDS", 0.2)
     results = tmp_path / "results"
     argv = ["--model", "ResNet20", "--benchmark", "--batch-size", "16", "--epochs", "3", "--compile", "off",
             "--results-dir", str(results), "--data-dir", str(tmp_path / "no-data-needed")]
@@ -22,10 +26,10 @@ def test_benchmark_prints_rates_memory_and_projection_and_writes_nothing(tmp_pat
 
 
 def test_benchmark_result_is_consistent(monkeypatch):
-    monkeypatch.setattr(train, "BENCHMARK_SECONDS", 0.2)
+    monkeypatch.setattr(speed, "BENCHMARK_SECONDS", 0.2)
     args = train.parse_args(["--model", "ResNet20", "--benchmark", "--batch-size", "16", "--epochs", "10",
                              "--compile", "off"])
-    result = train.benchmark(args)
+    result = speed.benchmark(args)
     assert result["train_images_per_s"] > 0 and result["eval_images_per_s"] > 0
     per_epoch = (50_000 // 16 * 16) / result["train_images_per_s"] + 10_000 / result["eval_images_per_s"]
     assert result["epoch_seconds"] == pytest.approx(per_epoch)
@@ -42,20 +46,20 @@ def test_benchmark_result_is_consistent(monkeypatch):
     ],
 )
 def test_compilation_choice(choice, epochs, device, expected):
-    assert train.use_compile(choice, epochs, torch.device(device)) is expected
+    assert runtime.use_compile(choice, epochs, torch.device(device)) is expected
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="auto compiles on Linux CPUs only")
 def test_auto_compiles_a_full_run_on_a_linux_cpu_with_a_compiler(monkeypatch):
-    monkeypatch.setattr(train.shutil, "which", lambda name: "/usr/bin/" + name)
-    assert train.use_compile("auto", 164, torch.device("cpu")) is True
-    monkeypatch.setattr(train.shutil, "which", lambda name: None)
-    assert train.use_compile("auto", 164, torch.device("cpu")) is False
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert runtime.use_compile("auto", 164, torch.device("cpu")) is True
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)
+    assert runtime.use_compile("auto", 164, torch.device("cpu")) is False
 
 
 def test_sgd_is_fused_on_the_cpu_with_the_paper_s_hyperparameters():
     args = train.parse_args([])
-    optimizer = train.make_optimizer(torch.nn.Linear(3, 2), args, torch.device("cpu"))
+    optimizer = recipe.make_optimizer(torch.nn.Linear(3, 2), args, torch.device("cpu"))
     assert optimizer.defaults["fused"] is True
     assert (optimizer.defaults["lr"], optimizer.defaults["momentum"], optimizer.defaults["weight_decay"]) == (0.1, 0.9, 1e-4)
     assert optimizer.defaults["nesterov"] is False and optimizer.defaults["dampening"] == 0
@@ -63,5 +67,5 @@ def test_sgd_is_fused_on_the_cpu_with_the_paper_s_hyperparameters():
 
 def test_evaluation_batches_divide_the_test_and_validation_sets():
     for device in ("cpu", "cuda"):
-        size = train.eval_batch_size(torch.device(device))
+        size = engine.eval_batch_size(torch.device(device))
         assert 10_000 % size == 0 and 5_000 % size == 0

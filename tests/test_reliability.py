@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import atomic
+import engine
+import runfiles
 import train
 from cifar_fixture import run_args
 
@@ -81,7 +82,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        atomic.atomic_write(path, crash_halfway)
+        runfiles.atomic_write(path, crash_halfway)
     assert path.read_text() == "old and complete"
     assert list(tmp_path.iterdir()) == [path]
 
@@ -134,7 +135,7 @@ def test_a_stop_signal_saves_redraws_and_says_how_to_resume(data_dir, tmp_path, 
 
 
 def test_a_nan_loss_stops_the_run_keeps_the_last_good_checkpoint_and_says_so(data_dir, tmp_path, monkeypatch, capsys):
-    original = train.train_one_epoch
+    original = engine.train_one_epoch
     calls = []
 
     def nan_in_second_epoch(*args, **kwargs):
@@ -142,7 +143,7 @@ def test_a_nan_loss_stops_the_run_keeps_the_last_good_checkpoint_and_says_so(dat
         row = original(*args, **kwargs)
         return {**row, "train_loss": float("nan")} if len(calls) == 2 else row
 
-    monkeypatch.setattr(train, "train_one_epoch", nan_in_second_epoch)
+    monkeypatch.setattr(engine, "train_one_epoch", nan_in_second_epoch)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "3")) == 1
     error = capsys.readouterr().err
     assert "the training loss became nan in epoch 2" in error and "last good epoch (1)" in error
@@ -207,7 +208,7 @@ def test_out_of_gpu_memory_suggests_a_smaller_batch(data_dir, tmp_path, monkeypa
     def no_memory(*_args, **_kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(train, "train_one_epoch", no_memory)
+    monkeypatch.setattr(engine, "train_one_epoch", no_memory)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 2
     error = capsys.readouterr().err
     assert "out of GPU memory with --batch-size 32; try a smaller batch" in error and error.count("\n") == 1

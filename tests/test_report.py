@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import evaluate
 import report
 import train
 
@@ -63,7 +64,7 @@ def test_confusion_counts_have_true_labels_on_rows():
 
 
 def test_evaluation_reproduces_the_final_test_accuracy(two_epoch_run, data_dir, capsys):
-    result = train.evaluate_checkpoint(train.parse_args(
+    result = evaluate.evaluate_checkpoint(train.parse_args(
         ["--evaluate", str(two_epoch_run / "ResNet20_last.pth"), "--data-dir", str(data_dir)]))
     final = json.loads((two_epoch_run / "ResNet20_results.json").read_text())["final_test_acc"]
     assert result["test_acc"] == pytest.approx(final, abs=1e-9)

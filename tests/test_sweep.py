@@ -14,7 +14,7 @@ import report
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP_FILES = ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")
-RUN_FILES = ("{m}_last.pth", "{m}_best.pth", "{m}_results.csv", "{m}_results.json", "{m}_results.txt", "train.log",
+RUN_FILES = ("{m}_last.pth", "{m}_best.pth", "{m}_test_predictions.pt", "{m}_results.csv", "{m}_results.json", "{m}_results.txt", "train.log",
              "plots/confusion_matrix.png", "plots/loss_acc_curves.png", "plots/lr_curve.png", "plots/predictions.png")
 
 

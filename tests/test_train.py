@@ -6,9 +6,12 @@ import json
 import pytest
 import torch
 
+import engine
+import recipe
 import train
 from cifar_fixture import make_cifar, run_args
 from data import FOLDER
+from resnet import build_model
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "train_images_per_s"]
 
@@ -20,7 +23,7 @@ def read_csv(path):
 
 def test_a_run_writes_every_artifact(two_epoch_run):
     names = {path.name for path in two_epoch_run.iterdir()}
-    assert names == {"ResNet20_last.pth", "ResNet20_best.pth", "ResNet20_results.csv",
+    assert names == {"ResNet20_last.pth", "ResNet20_best.pth", "ResNet20_test_predictions.pt", "ResNet20_results.csv",
                      "ResNet20_results.txt", "ResNet20_results.json", "plots"}
     rows = read_csv(two_epoch_run / "ResNet20_results.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"]
@@ -42,7 +45,7 @@ def test_checkpoints_load_with_weights_only_and_hold_the_full_state(two_epoch_ru
         assert not any(key.startswith(("module.", "_orig_mod.")) for key in checkpoint["model"])
     last = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)
     assert last["epoch"] == 2 and last["scheduler"]["step_count"] == 20
-    model = train.build_model("ResNet20")
+    model = build_model("ResNet20")
     model.load_state_dict(last["model"])
 
 
@@ -61,7 +64,7 @@ def test_validation_split_adds_columns_and_picks_best_on_validation(data_dir, tm
 
 
 def test_resume_continues_where_the_run_stopped(data_dir, tmp_path, monkeypatch, two_epoch_run):
-    original = train.train_one_epoch
+    original = engine.train_one_epoch
     calls = []
 
     def stop_in_second_epoch(*args, **kwargs):
@@ -70,10 +73,10 @@ def test_resume_continues_where_the_run_stopped(data_dir, tmp_path, monkeypatch,
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_one_epoch", stop_in_second_epoch)
+    monkeypatch.setattr(engine, "train_one_epoch", stop_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train.main(run_args(data_dir, tmp_path, "--epochs", "2"))
-    monkeypatch.setattr(train, "train_one_epoch", original)
+    monkeypatch.setattr(engine, "train_one_epoch", original)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--resume")) == 0
 
     resumed = read_csv(tmp_path / "ResNet20" / "ResNet20_results.csv")
@@ -100,7 +103,7 @@ def test_milestones_default_to_half_and_three_quarters_of_the_epochs():
 
 
 def test_step_schedule_drops_at_its_milestone_steps_within_a_single_epoch():
-    schedule = train.Schedule(0.1, milestone_steps=[195, 292], gamma=0.1, warmup=False)
+    schedule = recipe.Schedule(0.1, milestone_steps=[195, 292], gamma=0.1, warmup=False)
     rates = []
     for _ in range(390):
         rates.append(schedule.lr())
@@ -110,7 +113,7 @@ def test_step_schedule_drops_at_its_milestone_steps_within_a_single_epoch():
 
 
 def test_warmup_runs_at_a_tenth_until_training_error_is_below_80_percent_then_returns_for_good():
-    schedule = train.Schedule(0.1, milestone_steps=[1000], gamma=0.1, warmup=True)
+    schedule = recipe.Schedule(0.1, milestone_steps=[1000], gamma=0.1, warmup=True)
     assert schedule.lr() == pytest.approx(0.01)
     schedule.observe_train_error(0.85)
     assert schedule.lr() == pytest.approx(0.01)
@@ -118,7 +121,7 @@ def test_warmup_runs_at_a_tenth_until_training_error_is_below_80_percent_then_re
     assert schedule.lr() == pytest.approx(0.1)
     schedule.observe_train_error(0.9)
     assert schedule.lr() == pytest.approx(0.1)
-    restored = train.Schedule(0.1, milestone_steps=[1000], gamma=0.1, warmup=True)
+    restored = recipe.Schedule(0.1, milestone_steps=[1000], gamma=0.1, warmup=True)
     restored.load_state_dict(schedule.state_dict())
     assert restored.lr() == pytest.approx(0.1)
 
@@ -131,7 +134,7 @@ def test_warmup_in_a_real_run_ends_and_the_learning_rate_returns(data_dir, tmp_p
 
 
 def test_warmup_auto_is_on_for_the_paper_s_deepest_nets_only():
-    assert set(train.WARMUP_MODELS) == {"ResNet110", "ResNet1202"}
+    assert set(recipe.WARMUP_MODELS) == {"ResNet110", "ResNet1202"}
 
 
 @pytest.mark.parametrize(

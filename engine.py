@@ -1,0 +1,100 @@
+"""One pass of training, and one of evaluation, over a device-resident loader.
+
+Loss and accuracy are summed on the device and read once per pass (and every few steps
+during a warm-up), so no step waits for the host. No files, no arguments: the callers
+(train.py, evaluate.py, speed.py) decide what a pass is for.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import data
+from recipe import WARMUP_CHECK_STEPS, Schedule
+from runtime import MEMORY_FORMAT, Runtime, StopSignals
+
+PROGRESS_EVERY = 50  # steps between refreshes of the progress bar's numbers (each costs a sync)
+
+
+def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torch.optim.Optimizer,
+                    schedule: Schedule, runtime: Runtime, stop: StopSignals, progress: Optional[tqdm]) -> dict:
+    """One pass over the training loader: the epoch's mean loss, accuracy (%), seconds and images/s."""
+    model.train()
+    device = loader.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    window_correct, window_seen = torch.zeros((), device=device, dtype=torch.long), 0
+    seen = 0
+    start = time.perf_counter()
+    for step, (images, labels) in enumerate(loader, 1):
+        stop.check()
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.lr()
+        with runtime.autocast():
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+
+        batch_correct = (logits.argmax(dim=1) == labels).sum()
+        loss_sum += loss.detach() * len(labels)
+        correct += batch_correct
+        seen += len(labels)
+        if schedule.warming_up:
+            window_correct += batch_correct
+            window_seen += len(labels)
+            if step % WARMUP_CHECK_STEPS == 0 or step == len(loader):
+                schedule.observe_train_error(1 - window_correct.item() / window_seen)
+                window_correct.zero_()
+                window_seen = 0
+        if progress is not None:
+            progress.update(1)
+            if step % PROGRESS_EVERY == 0 or step == len(loader):
+                progress.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%",
+                                     img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
+    loss_value, accuracy = loss_sum.item() / seen, 100 * correct.item() / seen  # the epoch's one sync
+    seconds = time.perf_counter() - start
+    return {"train_loss": loss_value, "train_acc": accuracy, "epoch_seconds": seconds, "train_images_per_s": seen / seconds}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: data.DeviceLoader, runtime: Runtime) -> tuple[float, float, torch.Tensor]:
+    """Mean cross-entropy, accuracy (%) and the predicted classes (on the CPU) over a loader, in eval mode."""
+    model.eval()
+    loss_sum = torch.zeros((), device=loader.device)
+    predictions = []
+    for images, labels in loader:
+        with runtime.autocast():
+            logits = model(images)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        predictions.append(logits.argmax(dim=1))
+    predicted = torch.cat(predictions)
+    accuracy = 100 * (predicted == loader.labels).double().mean().item()
+    return loss_sum.item() / len(loader.labels), accuracy, predicted.cpu()
+
+
+def eval_batch_size(device: torch.device) -> int:
+    """Large batches keep a GPU busy; on a CPU, batches of 100 stay in cache and run about
+    1.5x faster than batches of 1,000 (measured on a 2-core AMD EPYC). Both divide 10k and 5k."""
+    return 100 if device.type == "cpu" else 1000
+
+
+def train_loader(split: data.Split, batch_size: int, normalization: data.Normalization,
+                 generator: torch.Generator) -> data.DeviceLoader:
+    """Shuffled, augmented full batches on the generator's device."""
+    return data.DeviceLoader(split, batch_size, normalization, generator.device, train=True, generator=generator,
+                             memory_format=MEMORY_FORMAT)
+
+
+def eval_loader(split: data.Split, normalization: data.Normalization, device: torch.device) -> data.DeviceLoader:
+    """Every image once, in order, unaugmented."""
+    return data.DeviceLoader(split, eval_batch_size(device), normalization, device, train=False,
+                             memory_format=MEMORY_FORMAT)

@@ -1,0 +1,22 @@
+"""The ways a command can end other than by finishing; train.main turns each into its exit status."""
+
+from __future__ import annotations
+
+import signal
+
+
+class UsageError(Exception):
+    """A bad argument or input the user can fix: one line on stderr, exit status 2."""
+
+
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM arrived and the run stopped between two steps: exit status 128 + signal."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+        self.epochs_done = 0  # set by train.run: the epochs the last checkpoint holds
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite: exit status 1."""

@@ -1,0 +1,51 @@
+"""--evaluate: a saved checkpoint's test accuracy, per-class accuracy and classification report,
+and its confusion matrix in plots/ beside it. Architecture, options and normalisation come from
+the file, so a checkpoint trained on a GPU evaluates on a CPU and needs no training data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import data
+import engine
+import report
+from errors import UsageError
+from resnet import MODELS
+from runfiles import load_checkpoint
+from runtime import setup
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> dict:
+    from sklearn.metrics import classification_report  # only evaluation needs scikit-learn
+
+    path = Path(args.evaluate)
+    checkpoint = load_checkpoint(path, args.model)
+    settings = checkpoint["args"]
+    name = settings["model"]
+    if name not in MODELS:
+        raise UsageError(f"{path} holds an unknown model {name!r}")
+    # One pass over the test set: never long enough to repay compiling (unless --compile on).
+    runtime, model = setup(args, model=name, settings=settings, epochs=0)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError:
+        raise UsageError(f"{path}: its weights do not fit a {name} (a damaged or foreign checkpoint)") from None
+    test = data.Split(*data.read_split(data.find_or_download(args.data_dir), data.TEST_FILES))
+    normalization = data.Normalization(**checkpoint["normalization"])
+    loader = engine.eval_loader(test, normalization, runtime.device)
+    loss, accuracy, predictions = engine.evaluate(runtime.compile(model), loader, runtime)
+
+    labels, predicted = test.labels.numpy(), predictions.numpy()
+    per_class = {label: 100 * float((predicted[labels == index] == index).mean())
+                 for index, label in enumerate(data.CLASSES) if (labels == index).any()}
+    print(f"{path}: {name}, epoch {checkpoint['epoch']}, {runtime.describe()}, {runtime.precision}")
+    print(f"test accuracy: {accuracy:.2f}%  (error {100 - accuracy:.2f}%, loss {loss:.4f}, {len(labels)} images)")
+    print("per-class accuracy: " + ", ".join(f"{label} {value:.2f}%" for label, value in per_class.items()))
+    print(classification_report(labels, predicted, labels=range(len(data.CLASSES)), target_names=data.CLASSES,
+                                digits=4, zero_division=0))
+    figure = path.parent / "plots" / f"{path.stem}_confusion_matrix.png"
+    figure.parent.mkdir(exist_ok=True)
+    report.plot_confusion(labels, predicted, data.CLASSES, figure, f"{name} ({path.name})")
+    print(f"confusion matrix: {figure}")
+    return {"model": name, "test_loss": loss, "test_acc": accuracy, "per_class_acc": per_class}

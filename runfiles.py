@@ -1,0 +1,248 @@
+"""A run's files: their names, the per-epoch CSV, the checkpoints, the test predictions that the
+figures are drawn from, and the summaries. Every write is atomic; every read is checked.
+
+    RESULTS_DIR/<Model>/
+        <Model>_last.pth              checkpoint after the last finished epoch (what --resume reads)
+        <Model>_best.pth              the checkpoint of the best epoch on the selection split
+        <Model>_test_predictions.pt   the latest epoch's test labels and predictions, a few test images
+        <Model>_results.csv           a row per epoch
+        <Model>_results.json / .txt   the summary, written when the run ends
+        plots/                        the figures (report.py)
+
+This module is the one place that knows these names: train.py, report.py and run.sh (through
+sweep.py) ask it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from errors import UsageError
+
+TEMPORARY_SUFFIX = ".tmp"
+CSV_SUFFIX, JSON_SUFFIX = "_results.csv", "_results.json"
+CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
+               "epoch_seconds", "train_images_per_s")
+CHECKPOINT_KEYS = {"model", "args", "epoch"}  # what every checkpoint of train.py has, whatever else it holds
+
+
+class RunFileError(Exception):
+    """A run's file exists but cannot be used; the message names it and says why."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through ``write(temporary_path)``, then rename over ``path`` (atomic on POSIX and Windows),
+    so a process killed at any moment leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # only left where write() failed
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def link_or_copy(source: Path, temporary: Path) -> None:
+    """A second name for ``source``'s bytes: a hard link where the file system has them.
+    ``source`` is only ever replaced by a rename, never written in place, so the link keeps its bytes."""
+    try:
+        os.link(source, temporary)
+    except OSError:
+        shutil.copyfile(source, temporary)
+
+
+class RunFiles:
+    """The paths of one run's files, and reading and writing them."""
+
+    def __init__(self, folder: Path, model: str) -> None:
+        self.folder, self.model = Path(folder), model
+        self.last = self.folder / f"{model}_last.pth"
+        self.best = self.folder / f"{model}_best.pth"
+        self.predictions = self.folder / f"{model}_test_predictions.pt"
+        self.csv = self.folder / f"{model}{CSV_SUFFIX}"
+        self.json = self.folder / f"{model}{JSON_SUFFIX}"
+        self.txt = self.folder / f"{model}_results.txt"
+        self.plots = self.folder / "plots"
+
+    @classmethod
+    def of(cls, results_dir: Path, model: str) -> "RunFiles":
+        """Where train.py puts a run of ``model``: RESULTS_DIR/<model>/."""
+        return cls(Path(results_dir) / model, model)
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> Optional["RunFiles"]:
+        """The run whose CSV or summary lies in ``folder``, whatever the folder is called; None if none does."""
+        for suffix in (CSV_SUFFIX, JSON_SUFFIX):
+            found = sorted(Path(folder).glob("*" + suffix))
+            if found:
+                return cls(folder, found[0].name[: -len(suffix)])
+        return None
+
+    @classmethod
+    def under(cls, root: Path) -> list["RunFiles"]:
+        """Every run that has written a CSV or a summary in or below ``root``."""
+        folders = {path.parent for suffix in (CSV_SUFFIX, JSON_SUFFIX) for path in Path(root).rglob("*" + suffix)}
+        return [cls.in_folder(folder) for folder in sorted(folders)]
+
+    def make_writable(self) -> None:
+        """Create the folder and prove it takes files, before any time is spent training."""
+        probe = self.folder / ".write-test"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise UsageError(f"cannot write results to {self.folder} ({error.strerror or error})") from None
+
+    def remove_leftovers(self) -> None:
+        """Delete the temporary files that a killed process left behind."""
+        for leftover in self.folder.glob("**/*" + TEMPORARY_SUFFIX):
+            leftover.unlink()
+
+    def save_checkpoint(self, state: dict, *, is_best: bool) -> None:
+        atomic_write(self.last, lambda temporary: torch.save(state, temporary))
+        if is_best:
+            atomic_write(self.best, lambda temporary: link_or_copy(self.last, temporary))
+
+    def write_history(self, rows: list[dict]) -> None:
+        """The CSV of ``rows``, each made by csv_row."""
+        write_text(self.csv, csv_text(rows, rows[0].keys()))
+
+    def read_history(self) -> list[dict]:
+        return read_history(self.csv)
+
+    def write_predictions(self, predictions: dict) -> None:
+        """``predictions``: epoch, classes (names), labels and predictions (uint8 tensors of the test
+        set), sample_images (the first test images, N x 3 x 32 x 32 uint8)."""
+        atomic_write(self.predictions, lambda temporary: torch.save(predictions, temporary))
+
+    def read_predictions(self) -> Optional[dict]:
+        """The saved test predictions, checked; None if the run has none yet."""
+        if not self.predictions.is_file():
+            return None
+        try:
+            saved = torch.load(self.predictions, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated, foreign, or refused by the weights-only unpickler
+            raise RunFileError(f"{self.predictions} is not readable ({type(error).__name__})") from None
+        if not predictions_are_valid(saved):
+            raise RunFileError(f"{self.predictions} does not hold test predictions written by train.py")
+        return saved
+
+    def write_result(self, result: dict) -> None:
+        write_text(self.json, json.dumps(result, indent=2) + "\n")
+        write_text(self.txt, summary_text(result))
+
+    def read_result(self) -> Optional[dict]:
+        """The run's summary, or None where there is none or it cannot be read."""
+        try:
+            result = json.loads(self.json.read_text())
+        except (OSError, ValueError):
+            return None
+        return result if isinstance(result, dict) else None
+
+    def state(self) -> str:
+        """finished (its summary says so), resumable (it has a checkpoint) or new."""
+        result = self.read_result()
+        if result is not None and result.get("status") == "finished":
+            return "finished"
+        return "resumable" if self.last.is_file() else "new"
+
+
+def predictions_are_valid(saved) -> bool:
+    if not isinstance(saved, dict) or not {"epoch", "classes", "labels", "predictions", "sample_images"} <= saved.keys():
+        return False
+    labels, predictions, images, classes = saved["labels"], saved["predictions"], saved["sample_images"], saved["classes"]
+    tensors = (labels, predictions, images)
+    if not all(isinstance(tensor, torch.Tensor) and tensor.dtype == torch.uint8 for tensor in tensors):
+        return False
+    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+        return False
+    return (labels.ndim == 1 and labels.shape == predictions.shape and len(labels) > 0
+            and images.ndim == 4 and images.shape[1:] == (3, 32, 32) and len(images) <= len(labels)
+            and max(int(labels.max()), int(predictions.max())) < len(classes))
+
+
+def load_checkpoint(path: Path, model_name: Optional[str] = None) -> dict:
+    """A checkpoint written by train.py, read without running any code from it."""
+    if not Path(path).is_file():
+        raise UsageError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, foreign, or refused by the weights-only unpickler
+        raise UsageError(f"{path} is not a readable checkpoint ({type(error).__name__})") from None
+    if (not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys()
+            or not isinstance(checkpoint["args"], dict)):
+        raise UsageError(f"{path} is not a checkpoint written by train.py")
+    if model_name is not None and checkpoint["args"].get("model") != model_name:
+        raise UsageError(f"{path} holds a {checkpoint['args'].get('model')}, not a {model_name}")
+    return checkpoint
+
+
+def plain_settings(args: argparse.Namespace) -> dict:
+    """The arguments as strings, numbers and lists, which weights_only loading accepts."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+def csv_row(metrics: dict) -> dict:
+    """An epoch's metrics in CSV order, floats rounded to keep the CSV readable."""
+    return {column: round(metrics[column], 6) for column in CSV_COLUMNS if column in metrics}
+
+
+def csv_text(rows: list[dict], columns: Sequence[str]) -> str:
+    """Rows as CSV text with a header; None becomes an empty field."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def read_history(path: Path) -> list[dict]:
+    """The per-epoch rows of a results CSV, numbers as floats (epoch as int)."""
+    try:
+        with open(path, newline="") as file:
+            rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+    except (TypeError, ValueError) as error:
+        raise RunFileError(f"{path} is not a results CSV written by train.py ({error})") from None
+    if not rows:
+        raise RunFileError(f"{path} has no epochs yet")
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
+    return rows
+
+
+def summary_text(result: dict) -> str:
+    """The summary JSON as a few lines for people; the final model's test accuracy first."""
+    lines = [f"model: {result['model']} ({result['parameters']:,} parameters)"]
+    if result["status"] == "diverged":
+        lines.append(f"DIVERGED: {result['diverged']}")
+    if "final_test_acc" in result:
+        lines.append(f"final test accuracy: {result['final_test_acc']:.2f}%  "
+                     f"(test error {100 - result['final_test_acc']:.2f}%)  <- the result")
+    if "final_val_acc" in result:
+        lines.append(f"final validation accuracy: {result['final_val_acc']:.2f}%")
+    best = result["best"]
+    if best is not None:
+        lines.append(f"best checkpoint: epoch {best['epoch']}, chosen on {best['selected_on']} accuracy "
+                     f"{best['selected_acc']:.2f}%"
+                     + ("  (chosen on the test set: not an unbiased result)" if best["selected_on"] == "test" else ""))
+    lines += [
+        f"epochs: {result['epochs_done']} of {result['epochs']} ({result['steps']} steps), "
+        f"wall time {result['wall_seconds'] / 60:.1f} min",
+        f"device: {result['device']}, precision {result['precision']}",
+        "settings: " + ", ".join(f"{k}={v}" for k, v in result["settings"].items()),
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,186 @@
+"""Where and how the work runs, decided once for training, evaluation and --benchmark alike.
+
+``setup`` picks the device, the precision, the kernels and whether to compile, and builds the
+model on the device. ``StopSignals`` turns Ctrl-C and SIGTERM into a stop at the next step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import os
+import shutil
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from errors import RunInterrupted, UsageError
+from resnet import MODELS, build_model
+
+# torch.compile costs about a minute on a CPU (less on a GPU) and saves more than that within a
+# few epochs of 50k images; shorter runs (smoke tests, the test suite) stay eager.
+COMPILE_MIN_EPOCHS = 10
+# channels_last lets cuDNN and oneDNN pick their fastest convolution kernels; the maths is unchanged.
+MEMORY_FORMAT = torch.channels_last
+CPU_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}  # /proc/cpuinfo's names for fast bf16 matrix maths
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str  # "bf16" (autocast) or "fp32"
+    compiled: bool
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def compile(self, model: nn.Module) -> nn.Module:
+        """The module to call for steps: compiled or the model itself. Either way its weights
+        are the model's, so checkpoints carry no ``_orig_mod.`` prefixes."""
+        return torch.compile(model) if self.compiled else model
+
+    def describe(self) -> str:
+        if self.device.type == "cuda":
+            return f"cuda ({torch.cuda.get_device_name(self.device)})"
+        if self.device.type == "cpu":
+            return f"cpu ({torch.get_num_threads()} threads)"
+        return self.device.type
+
+
+def setup(args: argparse.Namespace, *, model: str, settings: dict, epochs: int) -> tuple[Runtime, nn.Module]:
+    """The runtime for ``epochs`` epochs of work at the arguments' device, precision, compile and
+    determinism choices, and ``model`` built from ``settings`` (its options and seed) on the device.
+
+    A bad choice fails here, before any data is read.
+    """
+    device = pick_device(args.device)
+    runtime = Runtime(device, pick_precision(args.precision, device), use_compile(args.compile, epochs, device))
+    options = model_options(model, settings)
+    choose_kernels(deterministic=args.deterministic, device=device)
+    torch.manual_seed(settings.get("seed", 0))  # the initial weights are the seed's
+    return runtime, build_model(model, **options).to(device, memory_format=MEMORY_FORMAT)
+
+
+def model_options(model: str, settings: dict) -> dict:
+    """The builder's keyword options that ``settings`` (arguments, as a dict) set."""
+    options = {name: settings[name] for name in ("shortcut", "stem") if settings.get(name) is not None}
+    refused = [name for name in options if name not in inspect.signature(MODELS[model]).parameters]
+    if refused:
+        raise UsageError(f"{model} takes no {' / '.join('--' + name for name in refused)} option")
+    return options
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: the machine's accelerator (CUDA, MPS, ...) if PyTorch sees one, else the CPU."""
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
+    if name == "auto":
+        return accelerator if accelerator is not None else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return device
+    if accelerator is None or accelerator.type != device.type:
+        raise UsageError(f"--device {name} was asked for, but PyTorch sees no {device.type.upper()} device here; "
+                         "use --device cpu")
+    if device.index is not None and device.index >= torch.accelerator.device_count():
+        raise UsageError(f"--device {name} was asked for, but PyTorch sees only "
+                         f"{torch.accelerator.device_count()} {device.type.upper()} device(s)")
+    return device
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        return "bf16" if has_fast_bf16(device) else "fp32"
+    return name
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix maths runs faster than fp32 here: Ampere+ GPUs, CPUs with AMX or AVX512-BF16."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type == "cpu":
+        return cpu_has_fast_bf16()
+    return False
+
+
+def cpu_has_fast_bf16() -> bool:
+    # PyTorch's own probes are private (they may go away); the kernel's CPU flags say the same.
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if all(callable(probe) for probe in probes):
+        return any(probe() for probe in probes)
+    return bool(CPU_BF16_FLAGS & cpu_flags())
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo; empty where there is none (not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def use_compile(choice: str, epochs: int, device: torch.device) -> bool:
+    if choice != "auto":
+        return choice == "on"
+    if epochs < COMPILE_MIN_EPOCHS:
+        return False
+    if device.type == "cuda":
+        return True
+    # Inductor builds C++ kernels for the CPU; other platforms and devices stay eager.
+    return device.type == "cpu" and sys.platform == "linux" and any(map(shutil.which, ("g++", "clang++")))
+
+
+def choose_kernels(*, deterministic: bool, device: torch.device) -> None:
+    """Deterministic kernels only (an op without one raises; cuBLAS needs its workspace fixed for
+    that), or else, on CUDA, cuDNN's autotuner, which picks the fastest kernel per shape."""
+    if deterministic:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM only ask the run to stop at the next step boundary, so
+    the last checkpoint (the end of the last finished epoch) stays the state to resume from.
+    A second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *_exception) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, _frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = number
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise RunInterrupted(self.received)

@@ -1,0 +1,82 @@
+"""--benchmark: how fast a setting trains and evaluates here, on random images, writing nothing.
+
+It times the functions a real run uses (engine.py, the device-resident loader and its batched
+augmentation included) after a warm-up that absorbs compilation and autotuning, and projects
+a full CIFAR-10 run from the rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+
+import data
+import engine
+from recipe import make_optimizer, make_schedule
+from runtime import Runtime, StopSignals, setup
+
+BENCHMARK_SECONDS = 5.0  # roughly how long training steps are timed (and, apart, evaluation)
+CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES = 50_000, 10_000
+MAX_TIMED_STEPS = 500
+
+
+def peak_memory(runtime: Runtime) -> str:
+    """Peak GPU memory allocated on CUDA; peak resident memory of this process elsewhere."""
+    if runtime.device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(runtime.device) / 2**30:.2f} GiB GPU memory"
+    import resource  # Unix only, and only needed here
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return f"{kib / 2**20:.2f} GiB CPU RSS"
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
+    step_model = runtime.compile(model)
+    optimizer = make_optimizer(model, args, runtime.device)
+    train_images = CIFAR_TRAIN_IMAGES - args.val_size
+    schedule = make_schedule(args, steps_per_epoch=train_images // args.batch_size)
+    random_images = torch.Generator().manual_seed(args.seed)
+    normalization = data.Normalization.fit(args.normalize, data.random_split(2 * args.batch_size, random_images).images)
+    generator = torch.Generator(device=runtime.device).manual_seed(args.seed)
+    eval_images = 10 * engine.eval_batch_size(runtime.device)
+    test_loader = engine.eval_loader(data.random_split(eval_images, random_images), normalization, runtime.device)
+    stop = StopSignals()  # not installed: Ctrl-C stops a benchmark at once
+
+    def train_steps(steps: int) -> dict:
+        loader = engine.train_loader(data.random_split(steps * args.batch_size, random_images), args.batch_size,
+                                     normalization, generator)
+        return engine.train_one_epoch(step_model, loader, optimizer, schedule, runtime, stop, progress=None)
+
+    start = time.perf_counter()
+    train_steps(2)  # compilation, autotuning, allocator warm-up
+    engine.evaluate(step_model, test_loader, runtime)
+    warmup_seconds = time.perf_counter() - start
+    probe = train_steps(2)
+    steps = max(3, min(MAX_TIMED_STEPS, math.ceil(BENCHMARK_SECONDS * 2 / probe["epoch_seconds"])))
+    train_rate = train_steps(steps)["train_images_per_s"]
+    start, evaluated = time.perf_counter(), 0
+    while evaluated == 0 or time.perf_counter() - start < BENCHMARK_SECONDS:
+        engine.evaluate(step_model, test_loader, runtime)
+        evaluated += eval_images
+    eval_rate = evaluated / (time.perf_counter() - start)
+
+    epoch_seconds = (train_images // args.batch_size * args.batch_size) / train_rate + CIFAR_TEST_IMAGES / eval_rate
+    if args.val_size:
+        epoch_seconds += args.val_size / eval_rate
+    result = {"model": args.model, "device": runtime.describe(), "precision": runtime.precision,
+              "compiled": runtime.compiled, "batch_size": args.batch_size, "train_steps_timed": steps,
+              "train_images_per_s": train_rate, "eval_images_per_s": eval_rate, "warmup_seconds": warmup_seconds,
+              "epoch_seconds": epoch_seconds, "projected_run_seconds": warmup_seconds + args.epochs * epoch_seconds,
+              "peak_memory": peak_memory(runtime)}
+    print(f"{args.model} on {result['device']}, {runtime.precision}, {'compiled' if runtime.compiled else 'eager'}, "
+          f"batch {args.batch_size}")
+    print(f"training:   {train_rate:,.0f} images/s ({steps} steps timed)")
+    print(f"evaluation: {eval_rate:,.0f} images/s (batches of {engine.eval_batch_size(runtime.device)})")
+    print(f"warm-up (compilation included): {warmup_seconds:.1f} s; peak memory: {result['peak_memory']}")
+    print(f"projected: {epoch_seconds:.1f} s per epoch of CIFAR-10 (train + test), "
+          f"{result['projected_run_seconds'] / 60:.1f} min for {args.epochs} epochs")
+    return result

@@ -1,0 +1,67 @@
+"""The shared set-up (runtime.setup): device choice, fast-bf16 detection, the seeded model."""
+
+import argparse
+
+import pytest
+import torch
+
+import runtime
+from errors import UsageError
+
+
+@pytest.mark.parametrize("name,message", [
+    ("gpu", "unknown --device 'gpu'"),
+    ("cuda:abc", "unknown --device 'cuda:abc'"),
+])
+def test_an_unknown_device_name_is_a_usage_error(name, message):
+    with pytest.raises(UsageError, match=message):
+        runtime.pick_device(name)
+
+
+def test_auto_takes_the_accelerator_pytorch_reports_else_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: None)
+    assert runtime.pick_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.accelerator, "current_accelerator",
+                        lambda check_available=False: torch.device("mps"))
+    assert runtime.pick_device("auto") == torch.device("mps")
+
+
+def test_an_accelerator_that_is_not_there_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: None)
+    with pytest.raises(UsageError, match="PyTorch sees no CUDA device here; use --device cpu"):
+        runtime.pick_device("cuda")
+    monkeypatch.setattr(torch.accelerator, "current_accelerator",
+                        lambda check_available=False: torch.device("cuda"))
+    monkeypatch.setattr(torch.accelerator, "device_count", lambda: 2)
+    assert runtime.pick_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(UsageError, match="sees only 2 CUDA device"):
+        runtime.pick_device("cuda:2")
+
+
+@pytest.mark.parametrize("flags,expected", [({"avx2", "avx512f"}, False), ({"avx2", "avx512_bf16"}, True),
+                                            ({"amx_bf16"}, True), (set(), False)])
+def test_fast_bf16_falls_back_to_the_cpu_flags_without_pytorch_s_private_probes(monkeypatch, flags, expected):
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    assert runtime.cpu_has_fast_bf16() is expected
+    assert runtime.pick_precision("auto", torch.device("cpu")) == ("bf16" if expected else "fp32")
+
+
+def test_setup_builds_the_seeded_model_on_the_device():
+    args = runtime_args()
+    _, first = runtime.setup(args, model="ResNet20", settings={"seed": 1}, epochs=1)
+    _, again = runtime.setup(args, model="ResNet20", settings={"seed": 1}, epochs=1)
+    setup, other = runtime.setup(args, model="ResNet20", settings={"seed": 2}, epochs=1)
+    assert setup.device == torch.device("cpu") and setup.precision == "fp32" and not setup.compiled
+    assert torch.equal(first.fc.weight, again.fc.weight) and not torch.equal(first.fc.weight, other.fc.weight)
+    assert first.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_setup_refuses_an_option_the_model_does_not_take():
+    with pytest.raises(UsageError, match="Plain20 takes no --shortcut option"):
+        runtime.setup(runtime_args(), model="Plain20", settings={"shortcut": "B"}, epochs=1)
+
+
+def runtime_args():
+    """The four choices setup reads, as train.py's parser gives them, pinned to the CPU in fp32."""
+    return argparse.Namespace(device="cpu", precision="fp32", compile="auto", deterministic=False)
