@@ -122,7 +122,17 @@ class RunFiles:
         write_text(self.csv, csv_text(rows, rows[0].keys()))
 
     def read_history(self) -> list[dict]:
-        return read_history(self.csv)
+        """The per-epoch rows of the CSV, numbers as floats (epoch as int)."""
+        try:
+            with open(self.csv, newline="") as file:
+                rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+        except (TypeError, ValueError) as error:
+            raise RunFileError(f"{self.csv} is not a results CSV written by train.py ({error})") from None
+        if not rows:
+            raise RunFileError(f"{self.csv} has no epochs yet")
+        for row in rows:
+            row["epoch"] = int(row["epoch"])
+        return rows
 
     def write_predictions(self, predictions: dict) -> None:
         """``predictions``: epoch, classes (names), labels and predictions (uint8 tensors of the test
@@ -208,20 +218,6 @@ def csv_text(rows: list[dict], columns: Sequence[str]) -> str:
     writer.writeheader()
     writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
     return buffer.getvalue()
-
-
-def read_history(path: Path) -> list[dict]:
-    """The per-epoch rows of a results CSV, numbers as floats (epoch as int)."""
-    try:
-        with open(path, newline="") as file:
-            rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
-    except (TypeError, ValueError) as error:
-        raise RunFileError(f"{path} is not a results CSV written by train.py ({error})") from None
-    if not rows:
-        raise RunFileError(f"{path} has no epochs yet")
-    for row in rows:
-        row["epoch"] = int(row["epoch"])
-    return rows
 
 
 def summary_text(result: dict) -> str:

@@ -83,3 +83,13 @@ def test_sweep_prints_run_sh_s_default_model_list_and_refuses_other_questions(ca
     assert tuple(capsys.readouterr().out.split()) == sweep.SWEEP_MODELS
     assert sweep.main(["status"]) == 2
     assert "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["epoch,train_loss\n1,not-a-number\n", "epoch,train_loss\n"])
+def test_a_broken_csv_is_one_clear_line_from_report(tmp_path, capsys, text):
+    folder = tmp_path / "ResNet20"
+    folder.mkdir()
+    (folder / "ResNet20_results.csv").write_text(text)
+    assert report.main([str(folder)]) == 2
+    error = capsys.readouterr().err
+    assert "ResNet20_results.csv" in error and error.count("\n") == 1 and "Traceback" not in error
