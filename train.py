@@ -161,6 +161,10 @@ class Training:
         self.schedule = make_schedule(args, self.steps_per_epoch)
         self.history: list[dict] = []
         self.best: Optional[dict] = None
+        # What the figures need beside each epoch's predictions; the same every epoch. The images
+        # are a copy: a slice would save the whole test set's storage.
+        self.test_preview = {"classes": list(data.CLASSES), "labels": dataset.test.labels.to(torch.uint8),
+                             "sample_images": dataset.test.images[:PREVIEW_IMAGES].clone()}
         self.test_predictions: Optional[dict] = None  # the latest epoch's, for the figures
         self.wall_seconds = 0.0
 
@@ -181,11 +185,7 @@ class Training:
         for split, loader in self.eval_loaders.items():
             row[f"{split}_loss"], row[f"{split}_acc"], predictions = engine.evaluate(self.step_model, loader, self.runtime)
             if split == "test":
-                self.test_predictions = {"epoch": epoch, "classes": list(data.CLASSES),
-                                         "labels": self.dataset.test.labels.to(torch.uint8),
-                                         "predictions": predictions.to(torch.uint8),
-                                         # a copy: a slice would save the whole test set's storage
-                                         "sample_images": self.dataset.test.images[:PREVIEW_IMAGES].clone()}
+                self.test_predictions = {**self.test_preview, "epoch": epoch, "predictions": predictions.to(torch.uint8)}
         row = csv_row({**row, "lr": lr})
         self.history.append(row)
         self.wall_seconds += time.perf_counter() - start
