@@ -49,11 +49,16 @@ class Runtime:
         return torch.compile(model) if self.compiled else model
 
     def describe(self) -> str:
-        if self.device.type == "cuda":
-            return f"cuda ({torch.cuda.get_device_name(self.device)})"
-        if self.device.type == "cpu":
-            return f"cpu ({torch.get_num_threads()} threads)"
-        return self.device.type
+        return describe_device(self.device)
+
+
+def describe_device(device: torch.device) -> str:
+    """The device for logs and summaries: the GPU's name, or the CPU's thread count."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
 
 
 def setup(args: argparse.Namespace, *, model: str, settings: dict, epochs: int) -> tuple[Runtime, nn.Module]:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import data  # noqa: E402
 import train  # noqa: E402
 from resnet import build_model  # noqa: E402
-from runtime import StopSignals, pick_device, setup  # noqa: E402
+from runtime import StopSignals, describe_device, pick_device, setup  # noqa: E402
 
 # The seed repository's per-channel statistics of the CIFAR-10 training set.
 CHANNEL_MEAN, CHANNEL_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -121,7 +121,7 @@ def main() -> None:
     device = pick_device("auto")
     dataset = data.load_cifar10(data.find_or_download(args.data_dir))
     train_images = len(dataset.train.labels) // 128 * 128
-    print(f"device: {device}; {args.epochs} epochs per pipeline", flush=True)
+    print(f"device: {describe_device(device)}; {args.epochs} epochs per pipeline", flush=True)
     for model_name in args.models:
         steady = {}
         for pipeline in args.pipelines:
