@@ -7,7 +7,7 @@ normalisation run as a few batched tensor operations: no PIL, no DataLoader, no 
 
 from __future__ import annotations
 
-import codecs
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,33 +52,110 @@ def find_or_download(root: Path) -> Path:
     return folder
 
 
-def _numpy_reconstruct():
-    # numpy 2 writes numpy._core, the original CIFAR files name numpy.core; both mean this function.
-    core = getattr(np, "_core", None) or np.core
-    return core.multiarray._reconstruct
+# numpy's pickled state of a plain dtype: (version, byte order, subarray, names, fields, itemsize,
+# alignment, flags[, metadata]); the last five are -1, -1, 0 and None unless the dtype is structured,
+# flexible or holds Python objects, all of which a CIFAR batch never needs.
+PLAIN_DTYPES = {"b1", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8"}
+
+
+class _PlainDtype:
+    """Stands in for ``numpy.dtype`` while a batch is unpickled: plain numbers only.
+
+    numpy's own dtype takes any state a file gives it, including fields and flags that
+    contradict each other, and numpy then trusts them (a forged object field is a pointer
+    read from the file). This class accepts only the state numpy writes for a plain dtype.
+    """
+
+    def __init__(self, name, _align=False, _copy=False) -> None:
+        if name not in PLAIN_DTYPES:
+            raise pickle.UnpicklingError(f"refused the dtype {name!r}: a CIFAR batch holds plain numbers only")
+        self.dtype = np.dtype(name)
+
+    def __setstate__(self, state) -> None:
+        plain = (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
+                 and state[1] in ("<", ">", "|", "=") and state[2:5] == (None, None, None)
+                 and state[5:8] == (-1, -1, 0) and state[8:] in ((), (None,)))
+        if not plain:
+            raise pickle.UnpicklingError(f"refused a {self.dtype} dtype with the state {str(state)[:80]}: "
+                                         "structured, flexible or object dtypes are not allowed")
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _PlainArray:
+    """Stands in for an ndarray while a batch is unpickled; ``array`` is built only from bytes
+    that are really in the file, after checking that they are exactly what the shape needs."""
+
+    def __init__(self, cls, _shape, _typecode) -> None:
+        if cls is not np.ndarray:
+            raise pickle.UnpicklingError("refused an array of a subclass of ndarray")
+        self.array: Optional[np.ndarray] = None
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise pickle.UnpicklingError("refused an array state that is not (version, shape, dtype, order, data)")
+        _version, shape, dtype, fortran_order, raw = state
+        if not isinstance(dtype, _PlainDtype):
+            raise pickle.UnpicklingError("refused an array whose dtype was not unpickled as a plain dtype")
+        if not (isinstance(shape, tuple) and all(isinstance(size, int) and size >= 0 for size in shape)):
+            raise pickle.UnpicklingError(f"refused the array shape {str(shape)[:80]}")
+        if isinstance(raw, str):  # Python 2 strings, read as latin1, hold the raw bytes one per character
+            raw = raw.encode("latin1")
+        if not isinstance(raw, bytes) or len(raw) != math.prod(shape) * dtype.dtype.itemsize:
+            raise pickle.UnpicklingError(f"refused an array of shape {shape} whose data is not "
+                                         f"{math.prod(shape) * dtype.dtype.itemsize} bytes long")
+        order = "F" if fortran_order else "C"
+        self.array = np.frombuffer(raw, dtype=dtype.dtype).reshape(shape, order=order).copy()
+
+
+def _latin1_encode(text, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as Python 3 uses it in protocol-2 pickles of raw bytes, and nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("refused _codecs.encode other than of text to latin1")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args) -> bytes:
+    """``bytes()``, which protocol 2 writes for the data of an empty array; ``bytes(n)`` would allocate."""
+    if args:
+        raise pickle.UnpicklingError("refused bytes() with arguments")
+    return b""
+
+
+def _with_arrays(value):
+    """The unpickled batch with every stand-in replaced by its array."""
+    if isinstance(value, _PlainArray):
+        return value.array
+    if isinstance(value, dict):
+        return {key: _with_arrays(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_arrays(item) for item in value]
+    return value
 
 
 class _BatchUnpickler(pickle.Unpickler):
-    """Reads a CIFAR batch: plain containers and numpy arrays only, never arbitrary code.
+    """Reads a CIFAR batch: plain containers and numeric arrays only, never arbitrary code.
 
     A pickle may name any importable callable and have it called; this one refuses every
-    name except those that rebuilding a numpy array needs (``_codecs.encode`` turns the text
-    that Python 3 writes for raw bytes in protocol 2 back into bytes; torch's weights_only
-    loader allows it too).
+    name except those that rebuilding a numpy array needs, and gives it stand-ins for them
+    that check what the file asks for (numpy 2 writes numpy._core, the original CIFAR files
+    numpy.core; ``_codecs.encode`` turns the text that Python 3 writes for raw bytes in
+    protocol 2 back into bytes).
     """
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-        ("numpy", "ndarray"): lambda: np.ndarray,
-        ("numpy", "dtype"): lambda: np.dtype,
-        ("_codecs", "encode"): lambda: codecs.encode,
+        ("numpy.core.multiarray", "_reconstruct"): _PlainArray,
+        ("numpy._core.multiarray", "_reconstruct"): _PlainArray,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): _PlainDtype,
+        ("_codecs", "encode"): _latin1_encode,
+        ("__builtin__", "bytes"): _empty_bytes,
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR batch holds only arrays and lists")
-        return self.ALLOWED[(module, name)]()
+        return self.ALLOWED[(module, name)]
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +167,7 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as file:
             # latin1 turns Python-2 strings into str and keeps numpy's raw bytes intact.
-            batch = _BatchUnpickler(file, encoding="latin1").load()
+            batch = _with_arrays(_BatchUnpickler(file, encoding="latin1").load())
     except FileNotFoundError:
         raise DataError(f"{path}: missing; a CIFAR-10 folder holds {', '.join(TRAIN_FILES + TEST_FILES)}") from None
     except Exception as error:
@@ -101,11 +178,16 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     missing = {"data", "labels"} - batch.keys()
     if missing:
         raise DataError(f"{path}: missing the key(s) {sorted(missing)}")
-    data, labels = batch["data"], np.asarray(batch["labels"])
+    data = batch["data"]
+    try:
+        labels = np.asarray(batch["labels"])
+    except (TypeError, ValueError):  # ragged or otherwise not an array of numbers
+        raise DataError(f"{path}: 'labels' must be a list of integers") from None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
         raise DataError(f"{path}: 'data' must be an N x 3072 uint8 array, found {type(data).__name__} {shape}")
-    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+    # (an empty list reads as float64: no label is a non-integer there)
+    if labels.shape != (len(data),) or (len(labels) and not np.issubdtype(labels.dtype, np.integer)):
         raise DataError(f"{path}: 'labels' must be {len(data)} integers, found {labels.dtype} {labels.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(CLASSES)):
         raise DataError(f"{path}: labels must lie in 0..{len(CLASSES) - 1}, found {labels.min()}..{labels.max()}")
@@ -137,6 +219,9 @@ def load_cifar10(folder: Path, val_size: int = 0, seed: int = 0) -> Cifar10:
     """Train and test sets, with ``val_size`` training images held out (chosen by ``seed``)."""
     train = Split(*read_split(folder, TRAIN_FILES))
     test = Split(*read_split(folder, TEST_FILES))
+    for split, files in ((train, TRAIN_FILES), (test, TEST_FILES)):
+        if len(split.labels) == 0:
+            raise DataError(f"{folder}: {', '.join(files)} hold no images")
     if not 0 <= val_size < len(train.labels):
         raise DataError(f"--val-size must lie in 0..{len(train.labels) - 1} (the training set has {len(train.labels)} images), got {val_size}")
     if val_size == 0:
@@ -197,7 +282,10 @@ class Normalization:
         """The seed repository's: per-channel mean and standard deviation."""
         mean, mean_square = pixel_moments(images)
         channel_mean = mean.mean(dim=(1, 2), keepdim=True)
-        channel_std = (mean_square.mean(dim=(1, 2), keepdim=True) - channel_mean**2).sqrt()
+        channel_std = (mean_square.mean(dim=(1, 2), keepdim=True) - channel_mean**2).clamp(min=0).sqrt()
+        if (channel_std * 255 < 0.5).any():  # less than half a grey level: nothing to divide by
+            raise DataError("--normalize channel: a colour channel of the training images is constant; "
+                            "use --normalize pixel")
         return cls(channel_mean.float(), channel_std.float())
 
     def to(self, device: torch.device) -> "Normalization":

@@ -41,6 +41,7 @@ from runtime import COMPILE_MIN_EPOCHS, MEMORY_FORMAT, Runtime, StopSignals, set
 
 FIGURE7_IMAGES = 1000  # test images on which a finished run measures its layer responses
 PREVIEW_IMAGES = 32  # test images shown in plots/predictions.png
+MAX_SEED = 2**64 - 1  # torch.manual_seed and Generator.manual_seed take 64-bit seeds
 
 # --------------------------------------------------------------------------------------------
 # Arguments
@@ -114,11 +115,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def check_args(args: argparse.Namespace) -> None:
     if args.model is not None and args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; choose from: {', '.join(MODELS)}")
-    for name in ("epochs", "batch_size", "lr"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.val_size < 0:
-        raise UsageError(f"--val-size must be 0 or more, got {args.val_size}")
+    for name in ("epochs", "batch_size", "lr", "gamma"):
+        if not getattr(args, name) > 0 or not math.isfinite(getattr(args, name)):  # NaN fails every comparison
+            raise UsageError(f"--{name.replace('_', '-')} must be positive and finite, got {getattr(args, name)}")
+    for name in ("momentum", "weight_decay", "val_size"):
+        if not getattr(args, name) >= 0 or not math.isfinite(getattr(args, name)):
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more and finite, got {getattr(args, name)}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must lie in 0..{MAX_SEED} (what torch's generators take), got {args.seed}")
     if args.milestones is None:
         args.milestones = [0.5 * args.epochs, 0.75 * args.epochs]
     if any(not 0 < m < args.epochs for m in args.milestones) or sorted(args.milestones) != args.milestones:

@@ -45,3 +45,35 @@ def run_args(data_dir: Path, results_dir: Path, *extra: str) -> list[str]:
     """train.py arguments for a ResNet-20 run on make_cifar's data (320 images, 10 steps an epoch)."""
     return ["--model", "ResNet20", "--batch-size", "32", "--data-dir", str(data_dir),
             "--results-dir", str(results_dir), *extra]
+
+
+def python2_style_batch(images: bytes, shape: tuple, labels: list, dtype: str = "u1",
+                        dtype_state: tuple = (3, "|", None, None, None, -1, -1, 0)) -> bytes:
+    """A batch pickled as the original CIFAR files are (Python 2, numpy.core, raw bytes as a str),
+    written opcode by opcode so that a test can also forge what numpy itself would never write."""
+    import pickle as p
+
+    def text(value: str) -> bytes:
+        encoded = value.encode("latin1")
+        return p.BINSTRING + len(encoded).to_bytes(4, "little") + encoded
+
+    def item(value) -> bytes:
+        if value is None:
+            return p.NONE
+        if isinstance(value, str):
+            return text(value)
+        if isinstance(value, int):
+            return p.BININT + value.to_bytes(4, "little", signed=True)
+        if isinstance(value, tuple):
+            return p.MARK + b"".join(item(part) for part in value) + p.TUPLE
+        raise TypeError(value)
+
+    array = (p.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n" + p.GLOBAL + b"numpy\nndarray\n"
+             + item((0,)) + text("b") + p.TUPLE3 + p.REDUCE
+             + p.MARK + item(1) + item(shape)
+             + p.GLOBAL + b"numpy\ndtype\n" + text(dtype) + item(0) + item(1) + p.TUPLE3 + p.REDUCE
+             + item(dtype_state) + p.BUILD
+             + p.NEWFALSE + p.BINSTRING + len(images).to_bytes(4, "little") + images + p.TUPLE + p.BUILD)
+    return (p.PROTO + b"\x02" + p.EMPTY_DICT + p.MARK + text("data") + array
+            + text("labels") + p.EMPTY_LIST + p.MARK + b"".join(item(label) for label in labels) + p.APPENDS
+            + p.SETITEMS + p.STOP)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import data
-from cifar_fixture import make_cifar, write_batch
+from cifar_fixture import make_cifar, python2_style_batch, write_batch
 
 
 @pytest.fixture
@@ -47,10 +47,46 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
         data.read_batch(path)
 
 
+def test_the_original_python2_layout_reads_exactly_as_numpy_reads_it(tmp_path):
+    raw = bytes(range(256)) * 24  # two images
+    content = python2_style_batch(raw, (2, 3072), [3, 7])
+    (tmp_path / "test_batch").write_bytes(content)
+    images, labels = data.read_batch(tmp_path / "test_batch")
+    reference = pickle.loads(content, encoding="latin1")["data"]
+    assert np.array_equal(images.reshape(2, -1), reference) and labels.tolist() == [3, 7]
+    assert images.flags.writeable  # a copy, not a view of the file's bytes
+
+
+FORGED_STRUCTURED = (3, "|", None, ("a",), None, 8, 1, 0)  # names (of fields) on a dtype, flags saying no objects
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        # numpy would build a structured dtype from this state and then read pointers from the file.
+        (python2_style_batch(bytes(6144), (2, 3072), [0, 1], dtype_state=FORGED_STRUCTURED),
+         "structured, flexible or object dtypes are not allowed"),
+        (python2_style_batch(bytes(6144), (2, 3072), [0, 1], dtype="O8"), "refused the dtype 'O8'"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1],
+                       "filenames": np.zeros(2, dtype=[("a", "<i8")])}, protocol=2), "refused the dtype 'V8'"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1],
+                       "filenames": np.array(["a", None], dtype=object)}, protocol=2), "refused the dtype 'O8'"),
+        # A header claiming 1,000,000 images over 6 KB of data: refused before anything is allocated.
+        (python2_style_batch(bytes(6144), (1_000_000, 3072), [0, 1]), "whose data is not 3072000000 bytes long"),
+    ],
+)
+def test_a_forged_array_is_refused_before_numpy_builds_it(tmp_path, content, message):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(content)
+    with pytest.raises(data.DataError, match=message):
+        data.read_batch(path)
+
+
 @pytest.mark.parametrize(
     "content,message",
     [
         (b"not a pickle at all", "not a readable CIFAR-10 batch"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, [1, 2]]}), "'labels' must be a list of integers"),
         (pickle.dumps([1, 2, 3]), "expected a dict"),
         (pickle.dumps({"labels": [1]}), r"missing the key\(s\) \['data'\]"),
         (pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}), "N x 3072 uint8"),
@@ -161,3 +197,19 @@ def test_batch_larger_than_the_training_set_is_refused(cifar):
     normalization = data.Normalization.per_pixel(dataset.train.images)
     with pytest.raises(data.DataError, match="--batch-size 512 is larger than the training set"):
         data.DeviceLoader(dataset.train, 512, normalization, torch.device("cpu"), True, torch.Generator())
+
+
+@pytest.mark.parametrize("emptied,message", [("test_batch", "test_batch hold no images"),
+                                             (None, "data_batch_1, data_batch_2, data_batch_3, data_batch_4, "
+                                                    "data_batch_5 hold no images")])
+def test_an_empty_split_is_refused_when_loaded(tmp_path, emptied, message):
+    folder = make_cifar(tmp_path) / data.FOLDER
+    for name in [emptied] if emptied else data.TRAIN_FILES:
+        (folder / name).write_bytes(pickle.dumps({"data": np.zeros((0, 3072), np.uint8), "labels": []}, protocol=2))
+    with pytest.raises(data.DataError, match=message):
+        data.load_cifar10(folder, val_size=10)
+
+
+def test_per_channel_normalisation_of_constant_images_is_refused():
+    with pytest.raises(data.DataError, match="constant"):
+        data.Normalization.per_channel(torch.full((4, 3, 32, 32), 7, dtype=torch.uint8))
