@@ -35,12 +35,41 @@ RESULTS_DIR=${RESULTS_DIR:-results}
 TRAIN_FLAGS=${TRAIN_FLAGS:-}
 GPUS=${GPUS:-}
 
+# Ctrl-C or SIGTERM stops the sweep cleanly: every running train.py gets SIGTERM, keeps its last
+# finished epoch and exits; run.sh waits for them, then exits with 128 + the signal. Only our own
+# processes are signalled (never the process group, which may hold whatever started run.sh).
+stopping=0
+stop_targets=()  # what a signal is passed on to: this shell's train.py, or the GPU jobs' subshells
+on_signal() {
+    stopping=$1
+    if [[ ${#stop_targets[@]} -gt 0 ]]; then kill -TERM "${stop_targets[@]}" 2> /dev/null || true; fi
+}
+trap 'on_signal 2' INT
+trap 'on_signal 15' TERM
+
+# Wait for process $1 and return its exit status, even when a signal's trap interrupts the wait
+# (bash runs a trap only between commands, and `wait` is one it interrupts; a foreground command
+# would hold the trap back until it ended).
+wait_for() {
+    local status
+    while true; do
+        wait "$1"
+        status=$?
+        kill -0 "$1" 2> /dev/null || return "$status"
+    done
+}
+
 # Train one model with one seed, unless it already finished; resume it if it was interrupted.
 run_one() {
     local model=$1 seed=$2
     local folder="$RESULTS_DIR/seed$seed/$model"
     local log="$folder/train.log"
-    local state resume=()
+    local state resume=() status=0
+    # In a GPU job's subshell the traps are reset, and stop_targets is the main shell's list of
+    # jobs: set both again, for this job's train.py alone.
+    trap 'on_signal 2' INT
+    trap 'on_signal 15' TERM
+    stop_targets=()
     state=$("$PYTHON" sweep.py state "$RESULTS_DIR/seed$seed" "$model")
     case $state in
         finished)
@@ -52,10 +81,17 @@ run_one() {
         *)
             echo "train  $model seed $seed${CUDA_VISIBLE_DEVICES:+ on GPU $CUDA_VISIBLE_DEVICES} (log: $log)" ;;
     esac
+    [[ $stopping -ne 0 ]] && return 0
     mkdir -p "$folder"
     # shellcheck disable=SC2086  # TRAIN_FLAGS is a list of words
-    if ! "$PYTHON" train.py --model "$model" --seed "$seed" --epochs "$EPOCHS" --data-dir "$DATA_DIR" \
-            --results-dir "$RESULTS_DIR/seed$seed" "${resume[@]}" $TRAIN_FLAGS >> "$log" 2>&1; then
+    "$PYTHON" train.py --model "$model" --seed "$seed" --epochs "$EPOCHS" --data-dir "$DATA_DIR" \
+        --results-dir "$RESULTS_DIR/seed$seed" "${resume[@]}" $TRAIN_FLAGS >> "$log" 2>&1 &
+    stop_targets=($!)
+    wait_for "$!" || status=$?
+    stop_targets=()
+    if [[ $stopping -ne 0 ]]; then
+        echo "stopped $model seed $seed (log: $log); ./run.sh again resumes it" >&2
+    elif [[ $status -ne 0 ]]; then
         echo "FAILED $model seed $seed; the end of $log:" >&2
         tail -n 5 "$log" >&2
         return 1
@@ -72,14 +108,13 @@ done
 failed=0
 if [[ -z "$GPUS" ]]; then
     for job in "${jobs_list[@]}"; do
+        [[ $stopping -ne 0 ]] && break
         # shellcheck disable=SC2086  # "model seed"
         run_one $job || { failed=1; break; }
     done
 else
     IFS=, read -r -a gpus <<< "$GPUS"
-    pids=()  # pids[slot]: the job running on gpus[slot], if any
-    # Ctrl-C or SIGTERM: pass it to every job (train.py saves and stops), then stop.
-    trap 'trap - INT TERM; kill 0; exit 130' INT TERM
+    pids=()  # pids[slot]: the job (a subshell running run_one) on gpus[slot], if any
     # Wait until a slot is free, reaping the job that held it; sets $slot.
     wait_for_free_slot() {
         while true; do
@@ -87,26 +122,32 @@ else
                 local pid=${pids[slot]:-}
                 [[ -z "$pid" ]] && return
                 if ! kill -0 "$pid" 2> /dev/null; then
-                    wait "$pid" || failed=1
+                    wait_for "$pid" || failed=1
                     pids[slot]=""
                     return
                 fi
             done
-            sleep 2
+            sleep 1
         done
     }
     for job in "${jobs_list[@]}"; do
         wait_for_free_slot
-        [[ $failed -ne 0 ]] && break
+        [[ $failed -ne 0 || $stopping -ne 0 ]] && break
         # shellcheck disable=SC2086  # "model seed"
         CUDA_VISIBLE_DEVICES=${gpus[slot]} run_one $job &
         pids[slot]=$!
+        stop_targets=()
+        for pid in "${pids[@]}"; do if [[ -n "$pid" ]]; then stop_targets+=("$pid"); fi; done
     done
     for pid in "${pids[@]}"; do
-        if [[ -n "$pid" ]]; then wait "$pid" || failed=1; fi
+        if [[ -n "$pid" ]]; then wait_for "$pid" || failed=1; fi
     done
 fi
 
+if [[ $stopping -ne 0 ]]; then
+    echo "run.sh: stopped by a signal; each run keeps its last finished epoch. Run ./run.sh again to carry on." >&2
+    exit $((128 + stopping))
+fi
 if [[ $failed -ne 0 ]]; then
     echo "run.sh: stopped at the first failing run; finished runs are kept in $RESULTS_DIR." \
          "Fix the problem and run ./run.sh again: finished runs are skipped, interrupted ones resumed." >&2

@@ -88,7 +88,13 @@ def pick_device(name: str) -> torch.device:
     """``auto``: the machine's accelerator (CUDA, MPS, ...) if PyTorch sees one, else the CPU."""
     accelerator = torch.accelerator.current_accelerator(check_available=True)
     if name == "auto":
-        return accelerator if accelerator is not None else torch.device("cpu")
+        if accelerator is not None:
+            return accelerator
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        if visible.strip() not in ("", "-1"):  # GPUs were chosen for this run (run.sh's GPUS), yet none is seen
+            raise UsageError(f"CUDA_VISIBLE_DEVICES={visible} names GPUs, but PyTorch sees none of them here; "
+                             "check the ids, or pass --device cpu to train on the CPU")
+        return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -183,7 +189,7 @@ class StopSignals:
 
     def _handle(self, number: int, _frame) -> None:
         if self.received is not None:
-            raise KeyboardInterrupt
+            raise RunInterrupted(number)  # from wherever the program is: atomic writes stay whole
         self.received = number
 
     def check(self) -> None:

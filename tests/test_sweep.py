@@ -20,7 +20,7 @@ RUN_FILES = ("{m}_last.pth", "{m}_best.pth", "{m}_test_predictions.pt", "{m}_res
 
 def run_sweep(data_dir, results_dir, models, seeds, **environment):
     env = {**os.environ, "MODELS": models, "SEEDS": seeds, "EPOCHS": "1", "DATA_DIR": str(data_dir),
-           "RESULTS_DIR": str(results_dir), "TRAIN_FLAGS": "--batch-size 32", "PYTHON": sys.executable, **environment}
+           "RESULTS_DIR": str(results_dir), "TRAIN_FLAGS": "--batch-size 32 --device cpu", "PYTHON": sys.executable, **environment}
     return subprocess.run(["bash", str(ROOT / "run.sh")], env=env, capture_output=True, text=True, timeout=600)
 
 
