@@ -20,7 +20,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     from sklearn.metrics import classification_report  # only evaluation needs scikit-learn
 
     path = Path(args.evaluate)
-    checkpoint = load_checkpoint(path, args.model)
+    checkpoint = load_checkpoint(path, args.model, to_resume=False)
     settings = checkpoint["args"]
     name = settings["model"]
     if name not in MODELS:
@@ -45,7 +45,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     print(classification_report(labels, predicted, labels=range(len(data.CLASSES)), target_names=data.CLASSES,
                                 digits=4, zero_division=0))
     figure = path.parent / "plots" / f"{path.stem}_confusion_matrix.png"
-    figure.parent.mkdir(exist_ok=True)
+    try:
+        figure.parent.mkdir(exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot write the confusion matrix to {figure.parent} ({error.strerror or error})") from None
     report.plot_confusion(labels, predicted, data.CLASSES, figure, f"{name} ({path.name})")
     print(f"confusion matrix: {figure}")
     return {"model": name, "test_loss": loss, "test_acc": accuracy, "per_class_acc": per_class}

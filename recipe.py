@@ -4,6 +4,7 @@ with the warm-up of its deepest nets."""
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 import torch.nn as nn
@@ -67,3 +68,29 @@ def make_schedule(args: argparse.Namespace, steps_per_epoch: int) -> Schedule:
     warmup = args.warmup == "on" or (args.warmup == "auto" and args.model in WARMUP_MODELS)
     milestone_steps = [round(m * steps_per_epoch) for m in args.milestones]
     return Schedule(args.lr, milestone_steps, args.gamma, warmup)
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Raise ValueError unless ``saved`` (an optimizer state from a file) fits ``optimizer``.
+
+    ``load_state_dict`` checks only the number of parameters per group: a momentum buffer of
+    another shape loads without complaint, and the fused step then reads and writes past it.
+    """
+    groups = saved["param_groups"]
+    if not all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in groups):
+        raise ValueError("the optimizer's parameter groups are malformed")
+    if [len(group["params"]) for group in groups] != [len(group["params"]) for group in optimizer.param_groups]:
+        raise ValueError("the optimizer's parameter groups do not fit the model")
+    for group, current in zip(groups, optimizer.param_groups):
+        for name, value in current.items():
+            if name != "params" and (type(group.get(name)) is not type(value)
+                                     or (isinstance(value, float) and not math.isfinite(group[name]))):
+                raise ValueError(f"the optimizer's {name} is {group.get(name)!r}, not a finite {type(value).__name__}")
+    parameters = dict(zip((index for group in groups for index in group["params"]),
+                          (parameter for group in optimizer.param_groups for parameter in group["params"])))
+    for index, state in saved["state"].items():
+        buffer = state.get("momentum_buffer") if isinstance(state, dict) else None
+        if index not in parameters or not isinstance(state, dict) or (buffer is not None and not (
+                isinstance(buffer, torch.Tensor) and buffer.shape == parameters[index].shape
+                and buffer.dtype == parameters[index].dtype)):
+            raise ValueError(f"the optimizer's state for parameter {index} does not fit it")

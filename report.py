@@ -42,7 +42,7 @@ class ReportError(Exception):
 def save_figure(fig: Figure, path: Path) -> None:
     """Save as PNG atomically. Figures are made with matplotlib's Figure class, not pyplot, so no
     global state (and no display) is involved and nothing needs closing."""
-    atomic_write(path, lambda temporary: fig.savefig(temporary, format="png", dpi=120, bbox_inches="tight"))
+    atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=120, bbox_inches="tight"))
 
 
 def lr_drop_epochs(history: list[dict]) -> list[int]:
@@ -191,19 +191,37 @@ class Sweep:
 
     finished: dict[str, list[dict]]  # model -> its finished runs' summaries (``files`` added), by seed
     diverged: list[Path]  # folders of runs that stopped on a NaN/inf loss
-    unfinished: list[Path]  # folders of runs that started and have no readable summary
+    unfinished: list[Path]  # folders of runs that started and have no summary yet
+    unreadable: list[Path]  # folders whose summary is not what train.py writes
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finished_summary(result: dict) -> bool:
+    """Whether a finished run's summary has every field the report uses, of the right type."""
+    return (isinstance(result.get("model"), str) and is_number(result.get("final_test_error"))
+            and all(isinstance(result.get(key), int) for key in ("parameters", "epochs", "steps_per_epoch"))
+            and is_number(result.get("wall_seconds")) and isinstance(result.get("settings"), dict)
+            and isinstance(result["settings"].get("seed"), int)
+            and (isinstance(result.get("layer_response_std"), list)
+                 and all(is_number(std) for std in result["layer_response_std"])
+                 or "layer_response_std" not in result))
 
 
 def find_runs(root: Path) -> Sweep:
-    sweep = Sweep({}, [], [])
+    sweep = Sweep({}, [], [], [])
     for files in RunFiles.under(root):
         result = files.read_result()
         if result is None:
-            sweep.unfinished.append(files.folder)
-        elif result.get("status") != "finished":
+            (sweep.unreadable if files.json.exists() else sweep.unfinished).append(files.folder)
+        elif result.get("status") == "diverged":
             sweep.diverged.append(files.folder)
-        else:
+        elif result.get("status") == "finished" and is_finished_summary(result):
             sweep.finished.setdefault(result["model"], []).append({**result, "files": files})
+        else:
+            sweep.unreadable.append(files.folder)
     for model_runs in sweep.finished.values():
         model_runs.sort(key=lambda run: run["settings"]["seed"])
     return sweep
@@ -247,7 +265,8 @@ def number(value, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path], diverged: list[Path]) -> str:
+def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path], diverged: list[Path],
+                     unreadable: list[Path]) -> str:
     lines = [
         "# Reproduction of He et al. 2016, Table 6 (CIFAR-10 test error, %)",
         "",
@@ -273,6 +292,8 @@ def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path
         lines.append(f"Unfinished (no summary yet): {folder}.")
     for folder in diverged:
         lines.append(f"Diverged (left out above): {folder}.")
+    for folder in unreadable:
+        lines.append(f"Unreadable summary, not what train.py writes (left out above): {folder}.")
     return "\n".join(lines) + "\n"
 
 
@@ -371,7 +392,7 @@ def write_sweep_report(root: Path) -> list[Path]:
     missing = [model for model in SWEEP_MODELS if model not in runs]
     root = Path(root)
     outputs = [root / name for name in ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")]
-    write_text(outputs[0], summary_markdown(rows, missing, sweep.unfinished, sweep.diverged))
+    write_text(outputs[0], summary_markdown(rows, missing, sweep.unfinished, sweep.diverged, sweep.unreadable))
     write_text(outputs[1], csv_text(rows, SUMMARY_COLUMNS))
     plot_depth_vs_error(runs, outputs[2])
     plot_figure6(runs, outputs[3])

@@ -16,52 +16,79 @@ sweep.py) ask it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
+import secrets
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import BinaryIO, Callable, Iterator, Optional, Sequence
 
 import torch
 
 from errors import UsageError
 
-TEMPORARY_SUFFIX = ".tmp"
+TEMPORARY_SUFFIX = ".tmp"  # temporary files are .<name>.<random>.tmp beside the file they become
+LOCK_NAME = ".lock"  # holds the process id of the run that has the folder
 CSV_SUFFIX, JSON_SUFFIX = "_results.csv", "_results.json"
 CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
                "epoch_seconds", "train_images_per_s")
-CHECKPOINT_KEYS = {"model", "args", "epoch"}  # what every checkpoint of train.py has, whatever else it holds
 
 
 class RunFileError(Exception):
     """A run's file exists but cannot be used; the message names it and says why."""
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through ``write(temporary_path)``, then rename over ``path`` (atomic on POSIX and Windows),
-    so a process killed at any moment leaves the old file or the new one, never half of one."""
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# mkstemp makes files readable by their owner only; results are ordinary files (as open() makes them).
+FILE_MODE = 0o666 & ~_current_umask()
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through ``write(file)`` into a new temporary file beside ``path``, then rename it over
+    ``path`` (atomic on POSIX and Windows): a process killed at any moment leaves the old file or
+    the new one, never half of one. The temporary file gets a fresh random name and is created
+    exclusively, and a rename replaces a symlink at ``path`` rather than following it, so no
+    planted link can redirect a write."""
     path = Path(path)
-    temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     try:
-        write(temporary)
+        os.fchmod(descriptor, FILE_MODE)
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
         os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)  # only left where write() failed
+        Path(temporary).unlink(missing_ok=True)  # only left where write() failed
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda temporary: temporary.write_text(text))
+    atomic_write(path, lambda file: file.write(text.encode()))
 
 
-def link_or_copy(source: Path, temporary: Path) -> None:
-    """A second name for ``source``'s bytes: a hard link where the file system has them.
-    ``source`` is only ever replaced by a rename, never written in place, so the link keeps its bytes."""
+def link_atomically(source: Path, path: Path) -> None:
+    """``path`` becomes a second name of ``source``'s bytes: a hard link where the file system has
+    them, else a copy. ``source`` is only ever replaced by a rename, never written in place, so the
+    link keeps its bytes."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}{TEMPORARY_SUFFIX}")
     try:
-        os.link(source, temporary)
+        os.link(source, temporary)  # fails on an existing name rather than following it
     except OSError:
-        shutil.copyfile(source, temporary)
+        with open(source, "rb") as original:
+            atomic_write(path, lambda file: shutil.copyfileobj(original, file))
+        return
+    try:
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 class RunFiles:
@@ -99,23 +126,46 @@ class RunFiles:
 
     def make_writable(self) -> None:
         """Create the folder and prove it takes files, before any time is spent training."""
-        probe = self.folder / ".write-test"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
+            with tempfile.TemporaryFile(dir=self.folder):  # a fresh, exclusive name: no planted link is followed
+                pass
         except OSError as error:
             raise UsageError(f"cannot write results to {self.folder} ({error.strerror or error})") from None
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run's folder for this process: a second run there refuses, naming the first.
+        The lock is the kernel's (flock), so it goes with the process however that ends."""
+        descriptor = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+                raise UsageError(f"{self.folder} is in use by another run (process {holder}); wait for it to end, "
+                                 "or give this run another --results-dir") from None
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(descriptor)
+
     def remove_leftovers(self) -> None:
-        """Delete the temporary files that a killed process left behind."""
-        for leftover in self.folder.glob("**/*" + TEMPORARY_SUFFIX):
-            leftover.unlink()
+        """Delete the temporary files that a killed process left behind (files only: anything
+        else of that name was not made here)."""
+        for leftover in self.folder.glob("**/.*" + TEMPORARY_SUFFIX):
+            if leftover.is_symlink() or leftover.is_file():
+                leftover.unlink()
 
     def save_checkpoint(self, state: dict, *, is_best: bool) -> None:
-        atomic_write(self.last, lambda temporary: torch.save(state, temporary))
+        atomic_write(self.last, lambda file: torch.save(state, file))
         if is_best:
-            atomic_write(self.best, lambda temporary: link_or_copy(self.last, temporary))
+            self.link_best()
+
+    def link_best(self) -> None:
+        """best.pth becomes the checkpoint just written."""
+        link_atomically(self.last, self.best)
 
     def write_history(self, rows: list[dict]) -> None:
         """The CSV of ``rows``, each made by csv_row."""
@@ -137,7 +187,7 @@ class RunFiles:
     def write_predictions(self, predictions: dict) -> None:
         """``predictions``: epoch, classes (names), labels and predictions (uint8 tensors of the test
         set), sample_images (the first test images, N x 3 x 32 x 32 uint8)."""
-        atomic_write(self.predictions, lambda temporary: torch.save(predictions, temporary))
+        atomic_write(self.predictions, lambda file: torch.save(predictions, file))
 
     def read_predictions(self) -> Optional[dict]:
         """The saved test predictions, checked; None if the run has none yet."""
@@ -185,19 +235,95 @@ def predictions_are_valid(saved) -> bool:
             and max(int(labels.max()), int(predictions.max())) < len(classes))
 
 
-def load_checkpoint(path: Path, model_name: Optional[str] = None) -> dict:
-    """A checkpoint written by train.py, read without running any code from it."""
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_tensor_dict(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(key, str) and isinstance(tensor, torch.Tensor)
+                                           for key, tensor in value.items())
+
+
+def _is_normalization(value) -> bool:
+    if not (isinstance(value, dict) and value.keys() == {"mean", "std"}):
+        return False
+    tensors = value["mean"], value["std"]
+    if not all(isinstance(t, torch.Tensor) and t.is_floating_point() and torch.isfinite(t).all() for t in tensors):
+        return False
+    try:
+        fits = all(torch.broadcast_shapes(t.shape, (3, 32, 32)) == (3, 32, 32) for t in tensors)
+    except RuntimeError:
+        return False
+    return fits and bool((value["std"] > 0).all())
+
+
+def _is_history(value) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(row, dict) and all(column in CSV_COLUMNS and _is_number(number) for column, number in row.items())
+        and {"epoch", "test_acc"} <= row.keys() for row in value)
+
+
+def _is_best(value) -> bool:
+    return value is None or (isinstance(value, dict) and _is_count(value.get("epoch"))
+                             and value.get("selected_on") in ("val", "test") and _is_number(value.get("selected_acc")))
+
+
+def _is_random_state(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(value.get(key), torch.Tensor) and value[key].dtype == torch.uint8
+                                           for key in ("torch", "data"))
+
+
+def _is_schedule_state(value) -> bool:
+    return (isinstance(value, dict) and _is_count(value.get("step_count"))
+            and isinstance(value.get("warming_up"), bool))
+
+
+def _is_optimizer_state(value) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("state"), dict)
+            and isinstance(value.get("param_groups"), list))
+
+
+# What each field of a checkpoint must be. --evaluate needs the first four; --resume all of them.
+CHECKPOINT_FIELDS = {
+    "model": _is_tensor_dict,
+    "args": lambda value: isinstance(value, dict) and isinstance(value.get("model"), str),
+    "epoch": _is_count,
+    "normalization": _is_normalization,
+    "optimizer": _is_optimizer_state,
+    "scheduler": _is_schedule_state,
+    "history": _is_history,
+    "best": _is_best,
+    "rng": _is_random_state,
+    "wall_seconds": _is_number,
+    "test_predictions": lambda value: predictions_are_valid(value),
+}
+EVALUATION_FIELDS = ("model", "args", "epoch", "normalization")
+
+
+def load_checkpoint(path: Path, model_name: Optional[str] = None, *, to_resume: bool) -> dict:
+    """A checkpoint written by train.py, read without running any code from it, every field that
+    is used (all of them ``to_resume``) checked before anything uses it."""
     if not Path(path).is_file():
         raise UsageError(f"no checkpoint at {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, foreign, or refused by the weights-only unpickler
         raise UsageError(f"{path} is not a readable checkpoint ({type(error).__name__})") from None
-    if (not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys()
-            or not isinstance(checkpoint["args"], dict)):
+    if not isinstance(checkpoint, dict) or not {"model", "args", "epoch"} <= checkpoint.keys():
         raise UsageError(f"{path} is not a checkpoint written by train.py")
-    if model_name is not None and checkpoint["args"].get("model") != model_name:
-        raise UsageError(f"{path} holds a {checkpoint['args'].get('model')}, not a {model_name}")
+    for field in CHECKPOINT_FIELDS if to_resume else EVALUATION_FIELDS:
+        if field not in checkpoint or not CHECKPOINT_FIELDS[field](checkpoint[field]):
+            raise UsageError(f"{path}: its {field!r} is missing or not what train.py writes "
+                             "(a damaged or foreign checkpoint)")
+    if to_resume and len(checkpoint["history"]) != checkpoint["epoch"]:
+        raise UsageError(f"{path}: its history has {len(checkpoint['history'])} epochs, its epoch says "
+                         f"{checkpoint['epoch']} (a damaged checkpoint)")
+    if model_name is not None and checkpoint["args"]["model"] != model_name:
+        raise UsageError(f"{path} holds a {checkpoint['args']['model']}, not a {model_name}")
     return checkpoint
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,9 +35,9 @@ import evaluate
 import report
 import speed
 from errors import Diverged, RunInterrupted, UsageError
-from recipe import make_optimizer, make_schedule
+from recipe import check_optimizer_state, make_optimizer, make_schedule
 from resnet import MODELS, count_parameters, layer_response_std
-from runfiles import RunFiles, csv_row, load_checkpoint, plain_settings, summary_text
+from runfiles import RunFiles, csv_row, link_atomically, load_checkpoint, plain_settings, summary_text
 from runtime import COMPILE_MIN_EPOCHS, MEMORY_FORMAT, Runtime, StopSignals, setup
 
 FIGURE7_IMAGES = 1000  # test images on which a finished run measures its layer responses
@@ -186,6 +187,9 @@ class Training:
                                                             self.schedule, self.runtime, stop, progress)}
         if not math.isfinite(row["train_loss"]):
             raise Diverged(f"the training loss became {row['train_loss']} in epoch {epoch}")
+        if not all(torch.isfinite(tensor).all() for tensor in self.model.state_dict().values()
+                   if tensor.is_floating_point()):
+            raise Diverged(f"the weights or BatchNorm statistics became non-finite in epoch {epoch}")
         for split, loader in self.eval_loaders.items():
             row[f"{split}_loss"], row[f"{split}_acc"], predictions = engine.evaluate(self.step_model, loader, self.runtime)
             if split == "test":
@@ -216,16 +220,21 @@ class Training:
             "normalization": {"mean": self.normalization.mean, "std": self.normalization.std},
             "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state()},
             "wall_seconds": self.wall_seconds,
+            # also in a file of its own for the figures; here so a resume can rebuild that file
+            "test_predictions": self.test_predictions,
         }
 
     def load_state_dict(self, checkpoint: dict) -> None:
+        """Resume from a checkpoint that runfiles.load_checkpoint has checked; raises ValueError or
+        RuntimeError where it still does not fit this run (another architecture, say)."""
         self.model.load_state_dict(checkpoint["model"])
+        check_optimizer_state(self.optimizer, checkpoint["optimizer"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.schedule.load_state_dict(checkpoint["scheduler"])
         self.generator.set_state(checkpoint["rng"]["data"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
         self.history, self.best = checkpoint["history"], checkpoint["best"]
-        self.wall_seconds = checkpoint["wall_seconds"]
+        self.wall_seconds, self.test_predictions = checkpoint["wall_seconds"], checkpoint["test_predictions"]
 
     def result(self, status: str) -> dict:
         """The run's summary: the final model's test accuracy is the headline."""
@@ -263,14 +272,23 @@ class Training:
 # The run
 
 
+def checkpoint_path(args: argparse.Namespace, files: RunFiles) -> Optional[Path]:
+    """The checkpoint --resume names: PATH, or without one the run's own last.pth; None without --resume."""
+    if not args.resume:
+        return None
+    return files.last if args.resume == "last" else Path(args.resume)
+
+
 def checkpoint_to_resume(args: argparse.Namespace, files: RunFiles) -> Optional[dict]:
-    """The checkpoint --resume names, or None for a fresh run (which must not clobber an earlier one)."""
-    if args.resume:
-        return load_checkpoint(files.last if args.resume == "last" else Path(args.resume), args.model)
-    if files.last.exists() and not args.overwrite:
-        raise UsageError(f"{files.folder} already holds a run of {args.model}; continue it with --resume, "
-                         "or start again with --overwrite")
-    return None
+    """The checkpoint --resume names, or None for a fresh run. Neither may clobber another run:
+    a checkpoint from elsewhere is resumed only into a folder that holds no run of its own."""
+    source = checkpoint_path(args, files)
+    if files.last.exists() and not args.overwrite and not (source and source.exists() and source.samefile(files.last)):
+        continue_it = "continue it with --resume" + ("" if source is None else f" alone, or resume {source} elsewhere "
+                                                                                 "with another --results-dir")
+        raise UsageError(f"{files.folder} already holds a run of {args.model}; {continue_it}"
+                         + (", or start again with --overwrite" if source is None else ""))
+    return None if source is None else load_checkpoint(source, args.model, to_resume=True)
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -316,19 +334,39 @@ def finish(training: Training, files: RunFiles, status: str, **extra) -> dict:
     return result
 
 
+def restore_files(training: Training, files: RunFiles, source: Path) -> None:
+    """After a resume from ``source``, make the run's files agree with it: a process killed between
+    the checkpoint and the next write leaves them behind, and a checkpoint resumed into a new folder
+    has none there yet."""
+    if not (files.last.exists() and files.last.samefile(source)):
+        link_atomically(source, files.last)  # the run's own copy; never written in place, so never shared
+    files.write_predictions(training.test_predictions)
+    files.write_history(training.history)
+    if training.best is not None and training.best["epoch"] == training.epochs_done:
+        files.link_best()
+
+
 def run(args: argparse.Namespace) -> dict:
     files = RunFiles.of(args.results_dir, args.model)
     checkpoint = checkpoint_to_resume(args, files)
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     files.make_writable()
+    with files.locked():
+        return run_locked(args, files, checkpoint, runtime, model)
+
+
+def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[dict], runtime: Runtime,
+               model: nn.Module) -> dict:
     dataset = data.load_cifar10(data.find_or_download(args.data_dir), args.val_size, args.seed)
     training = Training(args, runtime, model, dataset)
     if checkpoint is not None:
         try:
             training.load_state_dict(checkpoint)
-        except (KeyError, RuntimeError, ValueError) as error:
+        except (RuntimeError, ValueError) as error:
             raise UsageError(f"cannot resume from the checkpoint: {type(error).__name__}: {str(error)[:200]}") from None
     files.remove_leftovers()
+    if checkpoint is not None:
+        restore_files(training, files, checkpoint_path(args, files))
 
     print(start_line(training), flush=True)
     with StopSignals() as stop:
@@ -374,9 +412,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"train.py: stopped: {divergence}", file=sys.stderr)
         return 1
     except RunInterrupted as interruption:
-        print(f"train.py: stopped by {interruption} with {interruption.epochs_done} finished epochs saved; "
-              f"continue with: {resume_command(args)}", file=sys.stderr)
+        if interruption.epochs_done:
+            outcome = f"with {interruption.epochs_done} finished epochs saved; continue with: {resume_command(args)}"
+        else:
+            outcome = "before its first epoch finished; nothing was saved"
+        print(f"train.py: stopped by {interruption} {outcome}", file=sys.stderr)
         return 128 + interruption.signal_number
+    except BrokenPipeError:
+        # Whoever read the output went away (`train.py | head`, say). Everything written so far is
+        # complete; stdout is pointed at /dev/null so that Python's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("train.py: error: standard output was closed; stopped (every file written so far is complete)",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -77,8 +77,8 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "result.txt"
     path.write_text("old and complete")
 
-    def crash_halfway(temporary):
-        temporary.write_text("new but cut sh")
+    def crash_halfway(file):
+        file.write(b"new but cut sh")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):

@@ -24,7 +24,7 @@ def read_csv(path):
 def test_a_run_writes_every_artifact(two_epoch_run):
     names = {path.name for path in two_epoch_run.iterdir()}
     assert names == {"ResNet20_last.pth", "ResNet20_best.pth", "ResNet20_test_predictions.pt", "ResNet20_results.csv",
-                     "ResNet20_results.txt", "ResNet20_results.json", "plots"}
+                     "ResNet20_results.txt", "ResNet20_results.json", "plots", ".lock"}
     rows = read_csv(two_epoch_run / "ResNet20_results.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert list(rows[0]) == COLUMNS

@@ -1,0 +1,274 @@
+"""Hostile and broken files, concurrent runs and unlucky kills: never a crash, never an overwrite,
+one line and exit status 2 for every bad input (issue 11)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import report
+import train
+from cifar_fixture import run_args
+from runfiles import RunFiles
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def assert_one_line(capsys, message):
+    error = capsys.readouterr().err
+    assert message in error, error
+    assert error.count("\n") == 1 and "Traceback" not in error
+
+
+def forged_checkpoint(source, path, change):
+    checkpoint = torch.load(source, weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
+def momentum_of_the_wrong_shape(checkpoint):
+    checkpoint["optimizer"]["state"][0]["momentum_buffer"] = torch.zeros(3)
+
+
+@pytest.mark.parametrize("change,message", [
+    (momentum_of_the_wrong_shape, "the optimizer's state for parameter 0 does not fit it"),
+    (lambda c: c["optimizer"]["param_groups"][0].update(momentum="fast"), "the optimizer's momentum is 'fast'"),
+    (lambda c: c.update(args=["ResNet20"]), "its 'args' is missing"),
+    (lambda c: c.update(history={"epoch": 1}), "its 'history' is missing or not what train.py writes"),
+    (lambda c: c["history"][0].update(test_acc="high"), "its 'history' is missing"),
+    (lambda c: c.update(normalization={"mean": torch.zeros(3, 32, 32), "std": torch.zeros(1)}),
+     "its 'normalization' is missing"),
+    (lambda c: c.update(scheduler={"step_count": "ten", "warming_up": False}), "its 'scheduler' is missing"),
+    (lambda c: c["rng"].update(data=[1, 2, 3]), "its 'rng' is missing"),
+    (lambda c: c.update(best={"epoch": -1}), "its 'best' is missing"),
+    (lambda c: c.update(epoch=7), "its history has 2 epochs, its epoch says 7"),
+    (lambda c: c.pop("test_predictions"), "its 'test_predictions' is missing"),
+])
+def test_a_forged_checkpoint_is_refused_before_anything_uses_it(two_epoch_run, data_dir, tmp_path, capsys,
+                                                               change, message):
+    path = forged_checkpoint(two_epoch_run / "ResNet20_last.pth", tmp_path / "forged.pth", change)
+    argv = run_args(data_dir, tmp_path / "results", "--epochs", "3", "--resume", str(path))
+    assert train.main(argv) == 2
+    assert_one_line(capsys, message)
+
+
+def test_evaluate_needs_only_what_it_uses_but_checks_it(two_epoch_run, data_dir, tmp_path, capsys):
+    path = forged_checkpoint(two_epoch_run / "ResNet20_last.pth", tmp_path / "forged.pth",
+                             lambda c: c.update(normalization={"mean": "zero"}))
+    assert train.main(["--evaluate", str(path), "--data-dir", str(data_dir)]) == 2
+    assert_one_line(capsys, "its 'normalization' is missing")
+
+
+def test_resuming_a_checkpoint_into_another_run_s_folder_is_refused(two_epoch_run, data_dir, tmp_path, capsys):
+    target = tmp_path / "results"
+    shutil.copytree(two_epoch_run, target / "ResNet20")
+    before = {path.name: path.read_bytes() for path in (target / "ResNet20").iterdir() if path.is_file()}
+    other = shutil.copy(two_epoch_run / "ResNet20_last.pth", tmp_path / "other.pth")
+    argv = run_args(data_dir, target, "--epochs", "3", "--resume", str(other))
+    assert train.main(argv) == 2
+    assert_one_line(capsys, "already holds a run of ResNet20")
+    assert {path.name: path.read_bytes() for path in (target / "ResNet20").iterdir() if path.is_file()} == before
+
+
+def test_planted_symlinks_are_never_followed(data_dir, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "results" / "ResNet20"
+    folder.mkdir(parents=True)
+    for name in (".write-test", "ResNet20_results.csv.tmp", "ResNet20_last.pth.tmp", "ResNet20_results.json"):
+        (folder / name).symlink_to(victim)
+    assert train.main(run_args(data_dir, tmp_path / "results", "--epochs", "1")) == 0
+    assert victim.read_text() == "precious"
+    assert not (folder / "ResNet20_results.json").is_symlink()  # replaced by the run's own summary
+    assert (folder / "ResNet20_results.csv").stat().st_mode & 0o777 == 0o666 & ~current_umask()
+
+
+def current_umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def test_a_second_run_in_the_same_folder_refuses_naming_the_first(data_dir, tmp_path, capsys):
+    files = RunFiles.of(tmp_path, "ResNet20")
+    files.make_writable()
+    with files.locked():
+        assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 2
+    assert_one_line(capsys, f"is in use by another run (process {os.getpid()})")
+    assert not files.csv.exists()
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 0  # free again once the holder is gone
+
+
+def kill_during(data_dir, results, method, call, *extra):
+    """Run train.py in a process that kills itself with SIGKILL on the ``call``-th call of
+    RunFiles.``method``, i.e. between two writes of an epoch."""
+    script = f"""
+import os, signal, sys
+sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
+import runfiles, train
+original, calls = runfiles.RunFiles.{method}, []
+def killed(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == {call}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, *args, **kwargs)
+runfiles.RunFiles.{method} = killed
+sys.exit(train.main({run_args(data_dir, results, "--deterministic", *extra)!r}))
+"""
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_a_kill_between_the_checkpoint_and_the_csv_is_repaired_by_the_resume(data_dir, tmp_path):
+    killed = kill_during(data_dir, tmp_path, "write_history", 2, "--epochs", "2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    files = RunFiles.of(tmp_path, "ResNet20")
+    assert torch.load(files.last, weights_only=True)["epoch"] == 2 and len(files.read_history()) == 1
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--deterministic", "--resume")) == 0
+    history = files.read_history()
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert files.read_predictions()["epoch"] == 2
+    assert json.loads(files.json.read_text())["final_test_acc"] == history[-1]["test_acc"]
+
+
+def test_a_kill_between_last_and_best_is_repaired_by_the_resume(data_dir, tmp_path):
+    killed = kill_during(data_dir, tmp_path, "link_best", 2, "--epochs", "4")
+    assert killed.returncode == -signal.SIGKILL, "the best epoch never moved, so nothing was tested"
+    files = RunFiles.of(tmp_path, "ResNet20")
+    last = torch.load(files.last, weights_only=True)
+    assert last["best"]["epoch"] == last["epoch"] != torch.load(files.best, weights_only=True)["epoch"]
+    argv = run_args(data_dir, tmp_path, "--epochs", str(last["epoch"]), "--deterministic", "--resume")
+    assert train.main(argv) == 0
+    assert torch.load(files.best, weights_only=True)["epoch"] == last["epoch"]
+
+
+def test_leftovers_that_are_not_files_are_left_alone(two_epoch_run, data_dir, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(two_epoch_run, results / "ResNet20")
+    (results / "ResNet20" / ".stray.tmp").mkdir()
+    (results / "ResNet20" / ".ResNet20_last.pth.a1b2.tmp").write_bytes(b"half a checkpoint")
+    assert train.main(run_args(data_dir, results, "--epochs", "3", "--resume")) == 0
+    assert (results / "ResNet20" / ".stray.tmp").is_dir()
+    assert not (results / "ResNet20" / ".ResNet20_last.pth.a1b2.tmp").exists()
+
+
+def test_evaluate_where_plots_is_a_file_is_one_line(two_epoch_run, data_dir, tmp_path, capsys):
+    checkpoint = shutil.copy(two_epoch_run / "ResNet20_last.pth", tmp_path / "model.pth")
+    (tmp_path / "plots").write_text("not a folder")
+    assert train.main(["--evaluate", str(checkpoint), "--data-dir", str(data_dir)]) == 2
+    assert_one_line(capsys, "cannot write the confusion matrix to")
+
+
+def test_a_closed_standard_output_is_one_line(data_dir, tmp_path):
+    command = (f"{sys.executable} train.py {' '.join(run_args(data_dir, tmp_path, '--epochs', '2'))} | head -c 1;"
+               " echo \" ${PIPESTATUS[0]}\"")
+    finished = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert finished.stdout.endswith(" 2\n"), finished.stdout
+    assert "standard output was closed" in finished.stderr and "Traceback" not in finished.stderr
+
+
+def test_report_leaves_out_a_summary_of_the_wrong_shape(two_epoch_run, tmp_path):
+    shutil.copytree(two_epoch_run, tmp_path / "seed0" / "ResNet20")
+    shutil.copytree(two_epoch_run, tmp_path / "seed1" / "ResNet20")
+    broken = tmp_path / "seed1" / "ResNet20" / "ResNet20_results.json"
+    broken.write_text(json.dumps({**json.loads(broken.read_text()), "final_test_error": "low"}))
+    assert report.main(["--summary", str(tmp_path)]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    assert "(1) |" in text and f"Unreadable summary, not what train.py writes (left out above): {broken.parent}" in text
+
+
+def test_a_stop_before_the_first_epoch_does_not_advise_resuming(data_dir, tmp_path, monkeypatch, capsys):
+    import engine
+    from errors import RunInterrupted
+
+    def stopped(*_args, **_kwargs):
+        raise RunInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(engine, "train_one_epoch", stopped)
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 128 + signal.SIGTERM
+    assert_one_line(capsys, "stopped by SIGTERM before its first epoch finished; nothing was saved")
+
+
+def test_non_finite_batchnorm_statistics_are_a_divergence_not_a_good_epoch(data_dir, tmp_path, monkeypatch, capsys):
+    import engine
+
+    original = engine.train_one_epoch
+
+    def poisoned(model, *args, **kwargs):
+        row = original(model, *args, **kwargs)
+        model.stages[0][0].bn1.running_var.fill_(float("inf"))  # the loss stayed finite
+        return row
+
+    monkeypatch.setattr(engine, "train_one_epoch", poisoned)
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "2")) == 1
+    assert_one_line(capsys, "BatchNorm statistics became non-finite in epoch 1; no epoch had finished")
+    assert not (tmp_path / "ResNet20" / "ResNet20_last.pth").exists()
+
+
+def test_gpus_that_pytorch_cannot_see_are_refused(data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 2
+    assert_one_line(capsys, "CUDA_VISIBLE_DEVICES=7 names GPUs, but PyTorch sees none of them here")
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1", "--device", "cpu")) == 0
+
+
+def start_training(data_dir, results, *extra):
+    command = [sys.executable, "train.py", *run_args(data_dir, results, "--epochs", "20", *extra)]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(stream, start):
+    for line in stream:
+        if line.startswith(start):
+            return
+    raise AssertionError(f"no line starting {start!r}")
+
+
+def test_a_second_sigterm_stops_at_once_with_the_sigterm_status(data_dir, tmp_path):
+    process = start_training(data_dir, tmp_path)
+    wait_for_line(process.stdout, "epoch 1/")
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGTERM)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, error
+    assert "stopped by SIGTERM" in error and "Traceback" not in error
+
+
+def test_sigterm_after_resuming_into_a_new_folder_is_clean(two_epoch_run, data_dir, tmp_path):
+    process = start_training(data_dir, tmp_path / "new", "--resume", str(two_epoch_run / "ResNet20_last.pth"))
+    wait_for_line(process.stdout, "ResNet20:")
+    process.send_signal(signal.SIGTERM)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, error
+    assert error.count("\n") == 1 and "Traceback" not in error and "2 finished epochs saved" in error
+    assert (tmp_path / "new" / "ResNet20" / "plots" / "loss_acc_curves.png").is_file()
+
+
+@pytest.mark.parametrize("gpus", ["", "0,1"])
+def test_a_signal_to_run_sh_stops_its_runs_cleanly_and_nothing_else(data_dir, tmp_path, gpus):
+    environment = {**os.environ, "MODELS": "ResNet20 Plain20", "SEEDS": "0", "EPOCHS": "20",
+                   "DATA_DIR": str(data_dir), "RESULTS_DIR": str(tmp_path), "GPUS": gpus,
+                   "TRAIN_FLAGS": "--batch-size 32 --device cpu", "PYTHON": sys.executable}
+    sweep = subprocess.Popen(["bash", "run.sh"], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # in this process group: a `kill 0` would hit pytest
+    log = tmp_path / "seed0" / "ResNet20" / "train.log"
+    deadline = 120
+    while not (log.exists() and "epoch 1/" in log.read_text()):
+        assert deadline > 0 and sweep.poll() is None, "the sweep never finished an epoch"
+        deadline -= 0.2
+        subprocess.run(["sleep", "0.2"])
+    sweep.send_signal(signal.SIGTERM)
+    _, error = sweep.communicate(timeout=120)
+    assert sweep.returncode == 128 + signal.SIGTERM, error
+    assert "stopped ResNet20 seed 0" in error and "run.sh: stopped by a signal" in error
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert leftover.stdout == "", "a train.py outlived run.sh"
+    assert "stopped by SIGTERM with" in log.read_text()
+    assert RunFiles.of(tmp_path / "seed0", "ResNet20").state() == "resumable"
