@@ -27,7 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from runfiles import RunFileError, RunFiles, atomic_write, csv_text, write_text
+from runfiles import RunFileError, RunFiles, atomic_write, csv_text, is_number, write_text
 from sweep import SWEEP_MODELS
 
 PLOT_NAMES = ("confusion_matrix.png", "loss_acc_curves.png", "lr_curve.png", "predictions.png")
@@ -193,10 +193,6 @@ class Sweep:
     diverged: list[Path]  # folders of runs that stopped on a NaN/inf loss
     unfinished: list[Path]  # folders of runs that started and have no summary yet
     unreadable: list[Path]  # folders whose summary is not what train.py writes
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def is_finished_summary(result: dict) -> bool:

@@ -235,7 +235,8 @@ def predictions_are_valid(saved) -> bool:
             and max(int(labels.max()), int(predictions.max())) < len(classes))
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """An int or float, and not a bool (which Python counts as an int)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -246,6 +247,13 @@ def _is_count(value) -> bool:
 def _is_tensor_dict(value) -> bool:
     return isinstance(value, dict) and all(isinstance(key, str) and isinstance(tensor, torch.Tensor)
                                            for key, tensor in value.items())
+
+
+def _is_settings(value) -> bool:
+    """The run's arguments, as far as building its model reads them."""
+    return (isinstance(value, dict) and isinstance(value.get("model"), str)
+            and value.get("shortcut") in (None, "A", "B") and value.get("stem") in (None, "cifar", "imagenet")
+            and _is_count(value.get("seed", 0)) and value.get("seed", 0) < 2**64)
 
 
 def _is_normalization(value) -> bool:
@@ -263,13 +271,13 @@ def _is_normalization(value) -> bool:
 
 def _is_history(value) -> bool:
     return isinstance(value, list) and all(
-        isinstance(row, dict) and all(column in CSV_COLUMNS and _is_number(number) for column, number in row.items())
+        isinstance(row, dict) and all(column in CSV_COLUMNS and is_number(number) for column, number in row.items())
         and {"epoch", "test_acc"} <= row.keys() for row in value)
 
 
 def _is_best(value) -> bool:
     return value is None or (isinstance(value, dict) and _is_count(value.get("epoch"))
-                             and value.get("selected_on") in ("val", "test") and _is_number(value.get("selected_acc")))
+                             and value.get("selected_on") in ("val", "test") and is_number(value.get("selected_acc")))
 
 
 def _is_random_state(value) -> bool:
@@ -290,7 +298,7 @@ def _is_optimizer_state(value) -> bool:
 # What each field of a checkpoint must be. --evaluate needs the first four; --resume all of them.
 CHECKPOINT_FIELDS = {
     "model": _is_tensor_dict,
-    "args": lambda value: isinstance(value, dict) and isinstance(value.get("model"), str),
+    "args": _is_settings,
     "epoch": _is_count,
     "normalization": _is_normalization,
     "optimizer": _is_optimizer_state,
@@ -298,8 +306,8 @@ CHECKPOINT_FIELDS = {
     "history": _is_history,
     "best": _is_best,
     "rng": _is_random_state,
-    "wall_seconds": _is_number,
-    "test_predictions": lambda value: predictions_are_valid(value),
+    "wall_seconds": is_number,
+    "test_predictions": predictions_are_valid,
 }
 EVALUATION_FIELDS = ("model", "args", "epoch", "normalization")
 

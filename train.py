@@ -283,11 +283,13 @@ def checkpoint_to_resume(args: argparse.Namespace, files: RunFiles) -> Optional[
     """The checkpoint --resume names, or None for a fresh run. Neither may clobber another run:
     a checkpoint from elsewhere is resumed only into a folder that holds no run of its own."""
     source = checkpoint_path(args, files)
-    if files.last.exists() and not args.overwrite and not (source and source.exists() and source.samefile(files.last)):
-        continue_it = "continue it with --resume" + ("" if source is None else f" alone, or resume {source} elsewhere "
-                                                                                 "with another --results-dir")
-        raise UsageError(f"{files.folder} already holds a run of {args.model}; {continue_it}"
-                         + (", or start again with --overwrite" if source is None else ""))
+    if files.last.exists() and not args.overwrite:
+        if source is None:
+            raise UsageError(f"{files.folder} already holds a run of {args.model}; continue it with --resume, "
+                             "or start again with --overwrite")
+        if not (source.exists() and source.samefile(files.last)):
+            raise UsageError(f"{files.folder} already holds a run of {args.model}; resume {source} with another "
+                             "--results-dir, or continue that run with --resume alone")
     return None if source is None else load_checkpoint(source, args.model, to_resume=True)
 
 

@@ -59,11 +59,15 @@ def test_a_forged_checkpoint_is_refused_before_anything_uses_it(two_epoch_run, d
     assert_one_line(capsys, message)
 
 
-def test_evaluate_needs_only_what_it_uses_but_checks_it(two_epoch_run, data_dir, tmp_path, capsys):
-    path = forged_checkpoint(two_epoch_run / "ResNet20_last.pth", tmp_path / "forged.pth",
-                             lambda c: c.update(normalization={"mean": "zero"}))
+@pytest.mark.parametrize("change,field", [
+    (lambda c: c.update(normalization={"mean": "zero"}), "normalization"),
+    (lambda c: c["args"].update(shortcut="C"), "args"),
+    (lambda c: c["args"].update(seed="zero"), "args"),
+])
+def test_evaluate_checks_what_it_uses(two_epoch_run, data_dir, tmp_path, capsys, change, field):
+    path = forged_checkpoint(two_epoch_run / "ResNet20_last.pth", tmp_path / "forged.pth", change)
     assert train.main(["--evaluate", str(path), "--data-dir", str(data_dir)]) == 2
-    assert_one_line(capsys, "its 'normalization' is missing")
+    assert_one_line(capsys, f"its {field!r} is missing")
 
 
 def test_resuming_a_checkpoint_into_another_run_s_folder_is_refused(two_epoch_run, data_dir, tmp_path, capsys):
