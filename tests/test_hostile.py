@@ -224,7 +224,7 @@ def test_gpus_that_pytorch_cannot_see_are_refused(data_dir, tmp_path, monkeypatc
 
 
 def start_training(data_dir, results, *extra):
-    command = [sys.executable, "train.py", *run_args(data_dir, results, "--epochs", "20", *extra)]
+    command = [sys.executable, "train.py", *run_args(data_dir, results, "--epochs", "20", "--compile", "off", *extra)]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -259,7 +259,7 @@ def test_sigterm_after_resuming_into_a_new_folder_is_clean(two_epoch_run, data_d
 def test_a_signal_to_run_sh_stops_its_runs_cleanly_and_nothing_else(data_dir, tmp_path, gpus):
     environment = {**os.environ, "MODELS": "ResNet20 Plain20", "SEEDS": "0", "EPOCHS": "20",
                    "DATA_DIR": str(data_dir), "RESULTS_DIR": str(tmp_path), "GPUS": gpus,
-                   "TRAIN_FLAGS": "--batch-size 32 --device cpu", "PYTHON": sys.executable}
+                   "TRAIN_FLAGS": "--batch-size 32 --device cpu --compile off", "PYTHON": sys.executable}
     sweep = subprocess.Popen(["bash", "run.sh"], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # in this process group: a `kill 0` would hit pytest
     log = tmp_path / "seed0" / "ResNet20" / "train.log"
