@@ -32,10 +32,13 @@ class DataError(Exception):
 
 
 def find_or_download(root: Path) -> Path:
-    """The ``cifar-10-batches-py`` folder under ``root``, downloaded and extracted if missing."""
+    """The ``cifar-10-batches-py`` folder under ``root`` (or ``root`` itself, if it is that folder),
+    downloaded and extracted if missing."""
     folder = Path(root) / FOLDER
     if folder.is_dir():
         return folder
+    if Path(root).name == FOLDER and Path(root).is_dir():  # --data-dir named the batches folder itself
+        return Path(root)
     # Imported here: only a missing data set needs the downloader.
     from torchvision.datasets.utils import download_and_extract_archive
 

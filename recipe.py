@@ -62,12 +62,15 @@ class Schedule:
         self.warming_up = state["warming_up"]
 
 
+def warms_up(args: argparse.Namespace) -> bool:
+    """The warm-up is on when asked for, or with ``--warmup auto`` for the models the paper warms up."""
+    return args.warmup == "on" or (args.warmup == "auto" and args.model in WARMUP_MODELS)
+
+
 def make_schedule(args: argparse.Namespace, steps_per_epoch: int) -> Schedule:
-    """The schedule of ``args``: milestones (in epochs) turned into steps; the warm-up on when asked
-    for, or with ``--warmup auto`` for the models the paper warms up."""
-    warmup = args.warmup == "on" or (args.warmup == "auto" and args.model in WARMUP_MODELS)
+    """The schedule of ``args``: milestones (in epochs) turned into steps, and the warm-up."""
     milestone_steps = [round(m * steps_per_epoch) for m in args.milestones]
-    return Schedule(args.lr, milestone_steps, args.gamma, warmup)
+    return Schedule(args.lr, milestone_steps, args.gamma, warms_up(args))
 
 
 def check_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:

@@ -5,7 +5,7 @@
 #   ./run.sh                                   # everything, seed 0, one job at a time
 #   SEEDS="0 1 2 3 4" MODELS=ResNet110 ./run.sh   # the paper's five ResNet-110 runs
 #   GPUS=0,1,2,3 ./run.sh                      # one job per GPU until the queue is empty
-#   EPOCHS=1 MODELS="ResNet20 Plain20" ./run.sh   # a quick look at the whole pipeline
+#   EPOCHS=1 MODELS="ResNet20 Plain20" RESULTS_DIR=results-quick ./run.sh   # a quick look, kept apart
 #
 # Settings from the environment (defaults in brackets):
 #   MODELS       models, in order [python sweep.py models: the paper's ResNets and plain nets,
@@ -19,8 +19,10 @@
 #   PYTHON       the interpreter [python]
 #
 # What happens to each run is what `python sweep.py state` says of its folder: a finished run is
-# skipped; a resumable one (it has a checkpoint, and no summary saying it finished: interrupted,
-# or diverged, which fails again unless something changed) is resumed; a new one is trained.
+# skipped if its settings are the sweep's (train.py --resume checks, and refuses a run of other
+# settings in one line: the sweep then stops there); a resumable one (it has a checkpoint, and no
+# summary saying it finished: interrupted, or diverged, which fails again unless something
+# changed) is resumed; a new one is trained.
 # Each run's output goes to its folder's train.log. The first failing run stops the sweep (jobs
 # already running on other GPUs finish first); finished runs are kept.
 set -euo pipefail
@@ -72,9 +74,8 @@ run_one() {
     stop_targets=()
     state=$("$PYTHON" sweep.py state "$RESULTS_DIR/seed$seed" "$model")
     case $state in
-        finished)
-            echo "skip   $model seed $seed: finished ($folder)"
-            return 0 ;;
+        finished)  # train.py checks that the run's settings are the sweep's, then does nothing
+            resume=(--resume) ;;
         resumable)
             resume=(--resume)
             echo "resume $model seed $seed${CUDA_VISIBLE_DEVICES:+ on GPU $CUDA_VISIBLE_DEVICES} (log: $log)" ;;
@@ -95,6 +96,8 @@ run_one() {
         echo "FAILED $model seed $seed; the end of $log:" >&2
         tail -n 5 "$log" >&2
         return 1
+    elif [[ $state == finished ]]; then
+        echo "skip   $model seed $seed: finished ($folder)"
     fi
 }
 

@@ -359,11 +359,19 @@ def summary_text(result: dict) -> str:
     lines = [f"model: {result['model']} ({result['parameters']:,} parameters)"]
     if result["status"] == "diverged":
         lines.append(f"DIVERGED: {result['diverged']}")
+    elif result["status"] != "finished":
+        stopped = f", stopped by {result['stopped_by']}" if "stopped_by" in result else ""
+        lines.append(f"{result['status'].upper()}: {result['epochs_done']} of {result['epochs']} epochs done{stopped}; "
+                     "continue it with --resume")
     if "final_test_acc" in result:
         lines.append(f"final test accuracy: {result['final_test_acc']:.2f}%  "
                      f"(test error {100 - result['final_test_acc']:.2f}%)  <- the result")
-    if "final_val_acc" in result:
-        lines.append(f"final validation accuracy: {result['final_val_acc']:.2f}%")
+    if "latest_test_acc" in result:
+        lines.append(f"test accuracy after epoch {result['epochs_done']}: {result['latest_test_acc']:.2f}%  "
+                     "(not a result: the run did not finish)")
+    for when in ("final", "latest"):
+        if f"{when}_val_acc" in result:
+            lines.append(f"{when} validation accuracy: {result[f'{when}_val_acc']:.2f}%")
     best = result["best"]
     if best is not None:
         lines.append(f"best checkpoint: epoch {best['epoch']}, chosen on {best['selected_on']} accuracy "
@@ -373,6 +381,7 @@ def summary_text(result: dict) -> str:
         f"epochs: {result['epochs_done']} of {result['epochs']} ({result['steps']} steps), "
         f"wall time {result['wall_seconds'] / 60:.1f} min",
         f"device: {result['device']}, precision {result['precision']}",
+        f"command: {result['command']}",
         "settings: " + ", ".join(f"{k}={v}" for k, v in result["settings"].items()),
     ]
     return "\n".join(lines) + "\n"

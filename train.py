@@ -33,108 +33,17 @@ import data
 import engine
 import evaluate
 import report
+import settings
 import speed
 from errors import Diverged, RunInterrupted, UsageError
 from recipe import check_optimizer_state, make_optimizer, make_schedule
-from resnet import MODELS, count_parameters, layer_response_std
-from runfiles import RunFiles, csv_row, link_atomically, load_checkpoint, plain_settings, summary_text
-from runtime import COMPILE_MIN_EPOCHS, MEMORY_FORMAT, Runtime, StopSignals, setup
+from resnet import count_parameters, layer_response_std
+from runfiles import RunFiles, csv_row, link_atomically, load_checkpoint, summary_text
+from runtime import MEMORY_FORMAT, Runtime, StopSignals, setup
+from settings import parse_args
 
 FIGURE7_IMAGES = 1000  # test images on which a finished run measures its layer responses
 PREVIEW_IMAGES = 32  # test images shown in plots/predictions.png
-MAX_SEED = 2**64 - 1  # torch.manual_seed and Generator.manual_seed take 64-bit seeds
-
-# --------------------------------------------------------------------------------------------
-# Arguments
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Reports a bad argument as one line (UsageError), not argparse's usage block."""
-
-    def error(self, message: str):
-        raise UsageError(message)
-
-
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = OneLineParser(description="Train a ResNet on CIFAR-10 with the paper's recipe.",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", default=None, metavar="MODEL",
-                       help=f"architecture, one of: {', '.join(MODELS)}; default: ResNet20, or with --evaluate "
-                            "the checkpoint's")
-    model.add_argument("--shortcut", choices=("A", "B"), default=None,
-                       help="shortcut option (ResNets only); default: A for the CIFAR nets, B for ResNet18-152")
-    model.add_argument("--stem", choices=("cifar", "imagenet"), default=None,
-                       help="stem of ResNet18-152; default: cifar (3x3 conv, no max-pool)")
-
-    schedule = parser.add_argument_group("schedule (the paper's SGD and step schedule)")
-    schedule.add_argument("--epochs", type=int, default=164, help="epochs (164 x 390 steps = the paper's 64k iterations)")
-    schedule.add_argument("--batch-size", type=int, default=128, help="training batch size")
-    schedule.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
-    schedule.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    schedule.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
-    schedule.add_argument("--milestones", type=float, nargs="+", default=None,
-                          help="epochs at which the lr is multiplied by --gamma; default: 50%% and 75%% of --epochs")
-    schedule.add_argument("--gamma", type=float, default=0.1, help="lr factor at each milestone")
-    schedule.add_argument("--warmup", choices=("auto", "on", "off"), default="auto",
-                          help="lr/10 until the training error is below 80%%; auto: on for ResNet110 and ResNet1202")
-
-    dataset = parser.add_argument_group("data")
-    dataset.add_argument("--data-dir", type=Path, default=Path("data"), help=f"folder holding {data.FOLDER}/")
-    dataset.add_argument("--normalize", choices=("pixel", "channel"), default="pixel",
-                         help="pixel: subtract the per-pixel mean image (paper); channel: per-channel mean/std")
-    dataset.add_argument("--val-size", type=int, default=0,
-                         help="training images held out for validation (the paper used 5000); 0: none")
-    dataset.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order and the split")
-
-    control = parser.add_argument_group("run control")
-    control.add_argument("--device", default="auto",
-                         help="auto (the accelerator PyTorch sees: cuda, mps, ...; else cpu), cpu, cuda, cuda:N, mps")
-    control.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                         help="auto: bf16 autocast where the device has fast bf16, else fp32")
-    control.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                         help=f"torch.compile the model; auto: on for runs of {COMPILE_MIN_EPOCHS}+ epochs on CUDA, "
-                              "or on a Linux CPU with a C++ compiler, where it repays its start-up cost")
-    control.add_argument("--deterministic", action="store_true",
-                         help="deterministic kernels only, so a resumed run repeats an uninterrupted one bit for bit")
-    control.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
-                         help="continue a run from PATH, or without PATH from RESULTS_DIR/<model>/<model>_last.pth")
-    control.add_argument("--overwrite", action="store_true", help="start afresh even where this model's results exist")
-    control.add_argument("--benchmark", action="store_true",
-                         help="time training steps and evaluation on random data at these settings, print images/s, "
-                              "peak memory and the projected run time, and exit without writing anything")
-    control.add_argument("--evaluate", type=Path, default=None, metavar="CHECKPOINT",
-                         help="evaluate a saved checkpoint on the test set instead of training")
-
-    output = parser.add_argument_group("output")
-    output.add_argument("--results-dir", type=Path, default=Path("results"), help="results go to RESULTS_DIR/<model>/")
-    args = parser.parse_args(argv)
-    check_args(args)
-    return args
-
-
-def check_args(args: argparse.Namespace) -> None:
-    if args.model is not None and args.model not in MODELS:
-        raise UsageError(f"unknown model {args.model!r}; choose from: {', '.join(MODELS)}")
-    for name in ("epochs", "batch_size", "lr", "gamma"):
-        if not getattr(args, name) > 0 or not math.isfinite(getattr(args, name)):  # NaN fails every comparison
-            raise UsageError(f"--{name.replace('_', '-')} must be positive and finite, got {getattr(args, name)}")
-    for name in ("momentum", "weight_decay", "val_size"):
-        if not getattr(args, name) >= 0 or not math.isfinite(getattr(args, name)):
-            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more and finite, got {getattr(args, name)}")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise UsageError(f"--seed must lie in 0..{MAX_SEED} (what torch's generators take), got {args.seed}")
-    if args.milestones is None:
-        args.milestones = [0.5 * args.epochs, 0.75 * args.epochs]
-    if any(not 0 < m < args.epochs for m in args.milestones) or sorted(args.milestones) != args.milestones:
-        raise UsageError(f"--milestones must increase and lie strictly between 0 and --epochs ({args.epochs}), got {args.milestones}")
-    if args.resume and args.overwrite:
-        raise UsageError("--resume and --overwrite exclude each other")
-    if args.evaluate and args.resume:
-        raise UsageError("--evaluate and --resume exclude each other")
-    if args.model is None and not args.evaluate:
-        args.model = "ResNet20"
-
 
 # --------------------------------------------------------------------------------------------
 # The state of a run
@@ -213,7 +122,7 @@ class Training:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
             "epoch": self.epochs_done,
-            "args": plain_settings(self.args),
+            "args": settings.recorded(self.args),
             "metrics": self.history[-1],
             "history": self.history,
             "best": self.best,
@@ -240,10 +149,11 @@ class Training:
         """The run's summary: the final model's test accuracy is the headline."""
         result = {"model": self.args.model, "status": status, "parameters": count_parameters(self.model)}
         if self.history:
-            final = self.history[-1]
-            result.update(final_test_acc=final["test_acc"], final_test_error=100 - final["test_acc"])
-            if "val_acc" in final:
-                result["final_val_acc"] = final["val_acc"]
+            # "final" only for a run that ended as planned; "latest" says the run may go on.
+            last, when = self.history[-1], "final" if status == "finished" else "latest"
+            result.update({f"{when}_test_acc": last["test_acc"], f"{when}_test_error": 100 - last["test_acc"]})
+            if "val_acc" in last:
+                result[f"{when}_val_acc"] = last["val_acc"]
         result.update(
             best=self.best,
             epochs=self.args.epochs,
@@ -254,8 +164,8 @@ class Training:
             device=self.runtime.describe(),
             precision=self.runtime.precision,
             compiled=self.runtime.compiled,
-            settings={key: value for key, value in plain_settings(self.args).items()
-                      if key not in ("resume", "overwrite", "evaluate")},
+            settings=settings.recorded(self.args),
+            command=self.args.command,
         )
         if status == "finished":
             result["layer_response_std"] = self.layer_response_std()
@@ -318,10 +228,11 @@ def epoch_line(row: dict, epochs: int) -> str:
 
 
 def save_epoch(training: Training, files: RunFiles, *, is_best: bool) -> None:
-    """The checkpoint first: the CSV and predictions may lag it by the epoch in flight, never lead it."""
+    """The checkpoint first: the other files may lag it by the epoch in flight, never lead it."""
     files.save_checkpoint(training.state_dict(), is_best=is_best)
     files.write_predictions(training.test_predictions)
     files.write_history(training.history)
+    files.write_result(training.result("unfinished"))
 
 
 def draw_figures(training: Training, files: RunFiles) -> None:
@@ -330,9 +241,10 @@ def draw_figures(training: Training, files: RunFiles) -> None:
 
 
 def finish(training: Training, files: RunFiles, status: str, **extra) -> dict:
+    """Figures, then the summary: a summary that says finished is the last file a run writes."""
     result = {**training.result(status), **extra}
-    files.write_result(result)
     draw_figures(training, files)
+    files.write_result(result)
     return result
 
 
@@ -348,18 +260,26 @@ def restore_files(training: Training, files: RunFiles, source: Path) -> None:
         files.link_best()
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> Optional[dict]:
+    """Train, or continue, one run; None when --resume finds it already finished."""
     files = RunFiles.of(args.results_dir, args.model)
     checkpoint = checkpoint_to_resume(args, files)
+    if checkpoint is not None:
+        settings.adopt(args, checkpoint["args"])
+        if checkpoint["epoch"] >= args.epochs and files.state() == "finished":
+            print(f"{files.folder}: this run finished its {args.epochs} epochs; nothing to do")
+            return None
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
+    settings.resolve(args, runtime)
+    # Every input is read and checked before the results folder is made: a failed start leaves none.
+    dataset = data.load_cifar10(data.find_or_download(args.data_dir), args.val_size, args.seed)
     files.make_writable()
     with files.locked():
-        return run_locked(args, files, checkpoint, runtime, model)
+        return run_locked(args, files, checkpoint, runtime, model, dataset)
 
 
 def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[dict], runtime: Runtime,
-               model: nn.Module) -> dict:
-    dataset = data.load_cifar10(data.find_or_download(args.data_dir), args.val_size, args.seed)
+               model: nn.Module, dataset: data.Cifar10) -> dict:
     training = Training(args, runtime, model, dataset)
     if checkpoint is not None:
         try:
@@ -369,16 +289,17 @@ def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[d
     files.remove_leftovers()
     if checkpoint is not None:
         restore_files(training, files, checkpoint_path(args, files))
+    files.write_result(training.result("unfinished"))  # from now on, the summary says where the run is
 
-    print(start_line(training), flush=True)
     with StopSignals() as stop:
+        print(start_line(training), flush=True)  # inside: a signal that follows this line is handled
         try:
             while training.epochs_done < args.epochs:
                 row = training.run_epoch(stop)
                 save_epoch(training, files, is_best=training.is_best(row))
                 print(epoch_line(row, args.epochs), flush=True)
         except RunInterrupted as interruption:
-            draw_figures(training, files)
+            finish(training, files, "interrupted", stopped_by=str(interruption))
             interruption.epochs_done = training.epochs_done
             raise
         except Diverged as divergence:

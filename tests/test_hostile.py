@@ -54,7 +54,7 @@ def momentum_of_the_wrong_shape(checkpoint):
 def test_a_forged_checkpoint_is_refused_before_anything_uses_it(two_epoch_run, data_dir, tmp_path, capsys,
                                                                change, message):
     path = forged_checkpoint(two_epoch_run / "ResNet20_last.pth", tmp_path / "forged.pth", change)
-    argv = run_args(data_dir, tmp_path / "results", "--epochs", "3", "--resume", str(path))
+    argv = run_args(data_dir, tmp_path / "results", "--resume", str(path))
     assert train.main(argv) == 2
     assert_one_line(capsys, message)
 
@@ -141,23 +141,32 @@ def test_a_kill_between_the_checkpoint_and_the_csv_is_repaired_by_the_resume(dat
     assert json.loads(files.json.read_text())["final_test_acc"] == history[-1]["test_acc"]
 
 
-def test_a_kill_between_last_and_best_is_repaired_by_the_resume(data_dir, tmp_path):
+def test_a_kill_between_last_and_best_is_repaired_by_the_resume(data_dir, tmp_path, monkeypatch):
+    import engine
+    from errors import RunInterrupted
+
     killed = kill_during(data_dir, tmp_path, "link_best", 2, "--epochs", "4")
     assert killed.returncode == -signal.SIGKILL, "the best epoch never moved, so nothing was tested"
     files = RunFiles.of(tmp_path, "ResNet20")
     last = torch.load(files.last, weights_only=True)
     assert last["best"]["epoch"] == last["epoch"] != torch.load(files.best, weights_only=True)["epoch"]
-    argv = run_args(data_dir, tmp_path, "--epochs", str(last["epoch"]), "--deterministic", "--resume")
-    assert train.main(argv) == 0
+
+    def stop_at_once(*_args, **_kwargs):  # the resume's repairs come before its first step
+        raise RunInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(engine, "train_one_epoch", stop_at_once)
+    argv = run_args(data_dir, tmp_path, "--epochs", "4", "--deterministic", "--resume")
+    assert train.main(argv) == 128 + signal.SIGTERM
     assert torch.load(files.best, weights_only=True)["epoch"] == last["epoch"]
 
 
 def test_leftovers_that_are_not_files_are_left_alone(two_epoch_run, data_dir, tmp_path):
     results = tmp_path / "results"
     shutil.copytree(two_epoch_run, results / "ResNet20")
+    (results / "ResNet20" / "ResNet20_results.json").unlink()  # as if killed before the summary was written
     (results / "ResNet20" / ".stray.tmp").mkdir()
     (results / "ResNet20" / ".ResNet20_last.pth.a1b2.tmp").write_bytes(b"half a checkpoint")
-    assert train.main(run_args(data_dir, results, "--epochs", "3", "--resume")) == 0
+    assert train.main(run_args(data_dir, results, "--resume")) == 0
     assert (results / "ResNet20" / ".stray.tmp").is_dir()
     assert not (results / "ResNet20" / ".ResNet20_last.pth.a1b2.tmp").exists()
 
@@ -245,8 +254,13 @@ def test_a_second_sigterm_stops_at_once_with_the_sigterm_status(data_dir, tmp_pa
     assert "stopped by SIGTERM" in error and "Traceback" not in error
 
 
-def test_sigterm_after_resuming_into_a_new_folder_is_clean(two_epoch_run, data_dir, tmp_path):
-    process = start_training(data_dir, tmp_path / "new", "--resume", str(two_epoch_run / "ResNet20_last.pth"))
+def test_sigterm_after_resuming_into_a_new_folder_is_clean(data_dir, tmp_path):
+    first = start_training(data_dir, tmp_path / "first")
+    wait_for_line(first.stdout, "epoch 2/")
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+    process = start_training(data_dir, tmp_path / "new", "--resume",
+                             str(tmp_path / "first" / "ResNet20" / "ResNet20_last.pth"))
     wait_for_line(process.stdout, "ResNet20:")
     process.send_signal(signal.SIGTERM)
     _, error = process.communicate(timeout=120)

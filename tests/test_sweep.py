@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import comparison
 import report
+import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP_FILES = ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")
@@ -25,8 +27,9 @@ def run_sweep(data_dir, results_dir, models, seeds, **environment):
 
 
 def read_summary(path):
+    """The summary's rows by model (a row's name is its model's, then any settings unlike the paper's)."""
     with open(path, newline="") as file:
-        return {row["model"]: row for row in csv.DictReader(file)}
+        return {row["model"].split(" [")[0]: row for row in csv.DictReader(file)}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,9 @@ def test_summary_numbers_are_those_of_the_runs(sweep):
     results, _ = sweep
     summary = read_summary(results / "summary.csv")
     assert list(summary) == ["ResNet20", "Plain20"]
+    for row in summary.values():  # 1-epoch runs at batch 32: named, marked, and kept apart from the paper's
+        assert "epochs=1" in row["model"] and "batch_size=32" in row["model"] and row["paper_schedule"] == "False"
+    assert "† Not the paper's recipe" in (results / "summary.md").read_text()
     for model, row in summary.items():
         errors = [json.loads((results / f"seed{s}" / model / f"{model}_results.json").read_text())["final_test_error"]
                   for s in (0, 1)]
@@ -80,6 +86,14 @@ def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(sweep, data_dir
     assert interrupted.is_file()
 
 
+def test_a_finished_run_of_other_settings_stops_the_sweep_instead_of_joining_it(sweep, data_dir):
+    results, _ = sweep
+    again = run_sweep(data_dir, results, "ResNet20", "0", EPOCHS="2")
+    assert again.returncode == 1
+    assert "FAILED ResNet20 seed 0" in again.stderr and "--epochs 2 differs from the run being resumed (1)" in again.stderr
+    assert json.loads((results / "seed0" / "ResNet20" / "ResNet20_results.json").read_text())["epochs"] == 1
+
+
 def test_the_first_failing_run_stops_the_sweep_and_keeps_the_others(data_dir, tmp_path):
     failed = run_sweep(data_dir, tmp_path, "ResNet20 NoSuchNet Plain20", "0")
     assert failed.returncode == 1
@@ -97,9 +111,11 @@ def write_fake_run(folder, model, seed, error, epochs=2):
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    paper = settings.parse_args(["--model", model, "--precision", "fp32", "--seed", str(seed)])
+    settings.resolve_recipe(paper)
     run = {"model": model, "status": "finished", "parameters": 1_727_962, "final_test_error": error, "final_test_acc": 100 - error,
-           "epochs": epochs, "steps_per_epoch": 390, "wall_seconds": 60.0 * seed, "settings": {"seed": seed},
-           "layer_response_std": [1.0, 0.5, 0.25]}
+           "epochs": epochs, "steps_per_epoch": 390, "wall_seconds": 60.0 * seed, "settings": settings.recorded(paper),
+           "layer_response_std": [1.0, 0.5, 0.25], "device": "cpu (2 threads)", "command": paper.command}
     (folder / f"{model}_results.json").write_text(json.dumps(run))
 
 
@@ -108,7 +124,7 @@ def test_resnet110_is_compared_with_the_paper_s_mean_of_five_runs(tmp_path):
         write_fake_run(tmp_path / f"seed{seed}" / "ResNet110", "ResNet110", seed, error)
     (tmp_path / "stray" / "ResNet56").mkdir(parents=True)
     (tmp_path / "stray" / "ResNet56" / "ResNet56_results.csv").write_text("epoch\n")
-    report.write_sweep_report(tmp_path)
+    comparison.write_sweep_report(tmp_path)
     row = read_summary(tmp_path / "summary.csv")["ResNet110"]
     assert float(row["best_error"]) == pytest.approx(6.3)
     assert float(row["mean_error"]) == pytest.approx(6.7)

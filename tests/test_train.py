@@ -197,3 +197,70 @@ def test_a_checkpoint_of_another_model_is_refused(data_dir, two_epoch_run, tmp_p
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error(data_dir, tmp_path, capsys):
     assert train.main(run_args(data_dir, tmp_path, "--device", "cuda", "--epochs", "1")) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def read_json(folder):
+    return json.loads((folder / "ResNet20_results.json").read_text())
+
+
+def test_resume_without_flags_continues_the_run_as_it_was_started(data_dir, tmp_path, monkeypatch):
+    from errors import RunInterrupted
+
+    original, calls = engine.train_one_epoch, []
+
+    def stop_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RunInterrupted(15)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", stop_in_second_epoch)
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "3", "--milestones", "2")) == 143
+    folder = tmp_path / "ResNet20"
+    interrupted = read_json(folder)
+    assert interrupted["status"] == "interrupted" and interrupted["epochs_done"] == 1
+    assert "final_test_acc" not in interrupted and "latest_test_acc" in interrupted
+    assert "INTERRUPTED: 1 of 3 epochs done, stopped by SIGTERM" in (folder / "ResNet20_results.txt").read_text()
+    monkeypatch.setattr(engine, "train_one_epoch", original)
+    assert train.main(["--resume", "--results-dir", str(tmp_path), "--data-dir", str(data_dir)]) == 0
+    finished = read_json(folder)
+    assert finished["status"] == "finished" and finished["epochs_done"] == 3
+    assert finished["settings"]["epochs"] == 3 and finished["settings"]["milestones"] == [2.0]
+    assert [float(row["lr"]) for row in read_csv(folder / "ResNet20_results.csv")] == [0.1, 0.1, 0.01]
+
+
+def test_a_finished_run_resumed_changes_nothing_and_other_settings_are_refused(data_dir, two_epoch_run, capsys):
+    before = {path.name: path.stat().st_mtime_ns for path in two_epoch_run.iterdir()}
+    assert train.main(run_args(data_dir, two_epoch_run.parent, "--resume")) == 0
+    assert "this run finished its 2 epochs; nothing to do" in capsys.readouterr().out
+    assert train.main(run_args(data_dir, two_epoch_run.parent, "--resume", "--epochs", "4")) == 2
+    error = capsys.readouterr().err
+    assert "--epochs 4 differs from the run being resumed (2)" in error and error.count("\n") == 1
+    assert {path.name: path.stat().st_mtime_ns for path in two_epoch_run.iterdir()} == before
+
+
+def test_the_record_holds_the_values_used_not_auto(two_epoch_run):
+    settings = read_json(two_epoch_run)["settings"]
+    assert settings["shortcut"] == "A" and settings["warmup"] == "off" and settings["compile"] == "off"
+    assert settings["precision"] in ("fp32", "bf16") and settings["device"] == "cpu"
+    assert "given" not in settings and "resume" not in settings
+    assert read_json(two_epoch_run)["command"].startswith("python train.py --model ResNet20")
+
+
+def test_help_gives_one_default_per_flag(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    assert "(default: None)" not in capsys.readouterr().out
+
+
+def test_a_failed_start_leaves_no_results_folder(tmp_path, monkeypatch):
+    import torchvision.datasets.utils
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("no internet")))
+    assert train.main(run_args(tmp_path / "no-such-data", tmp_path / "results", "--epochs", "1")) == 2
+    assert not (tmp_path / "results").exists()
+
+
+def test_data_dir_may_name_the_batches_folder_itself(data_dir, tmp_path):
+    assert train.main(run_args(data_dir / FOLDER, tmp_path, "--epochs", "1")) == 0
