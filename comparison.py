@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 import settings
 from report import ReportError, save_figure
+from resnet import MODELS
 from runfiles import RunFiles, csv_text, is_number, write_text
 from sweep import SWEEP_MODELS
 
@@ -195,72 +198,93 @@ def no_runs_note(ax: Axes, models) -> None:
             color="grey")
 
 
-def plot_depth_vs_error(runs: dict[str, list[dict]], path: Path) -> None:
-    """Final test error against depth: each run a dot, the mean a line; the paper's ResNets as crosses."""
+def model_colour(model: str):
+    """One colour per model, the same in every sweep figure."""
+    palette = colormaps["tab20"].colors
+    return palette[list(MODELS).index(model) % len(palette)] if model in MODELS else "grey"
+
+
+def recipe_caveat(runs: dict[str, list[dict]]) -> str:
+    """A title's note when a figure draws runs that are not at the paper's recipe."""
+    if any(deviations(model_runs[0], PAPER_RECIPE) for model_runs in runs.values()):
+        return "\n† not at the paper's recipe (see summary.md): not comparable with the paper's numbers"
+    return ""
+
+
+def plot_depth_vs_error(runs: dict[str, list[dict]], path: Path) -> Figure:
+    """Final test error against depth: each run a dot in its model's colour, each family's mean a
+    black line (ResNets solid, plain nets dashed); the paper's ResNets as crosses."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    for family, label, colour in (("Plain", "plain", "tab:orange"), ("ResNet", "ResNet", "tab:blue")):
+    for family, label, style in (("Plain", "plain", "--o"), ("ResNet", "ResNet", "-o")):
         models = [model for model in model_order(runs) if model.startswith(family) and depth_of(model) in CIFAR_DEPTHS]
         if not models:
             continue
         depths = [depth_of(model) for model in models]
-        ax.plot(depths, [np.mean([run["final_test_error"] for run in runs[m]]) for m in models], "-o", color=colour,
-                label=f"{label} (ours, mean)")
+        ax.plot(depths, [np.mean([run["final_test_error"] for run in runs[m]]) for m in models], style, color="black",
+                label=f"{label} (ours, mean)", markersize=3)
         for model in models:
             errors = [run["final_test_error"] for run in runs[model]]
-            ax.scatter([depth_of(model)] * len(errors), errors, color=colour, alpha=0.4, s=14)
-    ax.plot([depth_of(m) for m in PAPER_ERROR], list(PAPER_ERROR.values()), "x--", color="black", label="ResNet (paper)")
+            ax.scatter([depth_of(model)] * len(errors), errors, color=model_colour(model), s=24, label=model, zorder=3)
+    ax.plot([depth_of(m) for m in PAPER_ERROR], list(PAPER_ERROR.values()), "x:", color="grey", label="ResNet (paper)")
     ax.set_xscale("log")
     ax.set_xticks(CIFAR_DEPTHS, labels=[str(depth) for depth in CIFAR_DEPTHS])
     ax.set_xlabel("depth (layers)")
     ax.set_ylabel("final test error (%)")
     ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title("CIFAR-10 test error against depth")
+    ax.legend(fontsize=7)
+    ax.set_title("CIFAR-10 test error against depth" + recipe_caveat(runs))
     save_figure(fig, path)
+    return fig
 
 
-def plot_figure6(runs: dict[str, list[dict]], path: Path) -> None:
+def plot_figure6(runs: dict[str, list[dict]], path: Path) -> Figure:
     """The paper's Figure 6: training (dashed) and test (bold) error against iterations, first seed of each."""
     fig = Figure(figsize=(16, 4.5))
     axes = fig.subplots(1, 3, sharey=True)
     final_errors = []
+    styles = [Line2D([], [], color="black", linestyle="--", linewidth=1, label="dashed: training error"),
+              Line2D([], [], color="black", linewidth=2, label="bold: test error")]
     for ax, (title, models) in zip(axes, FIGURE6_PANELS):
         present = [model for model in models if model in runs]
-        for index, model in enumerate(present):
+        for model in present:
             run = runs[model][0]
             history = run["files"].read_history()
             iterations = [row["epoch"] * run["steps_per_epoch"] for row in history]
             test_errors = [100 - row["test_acc"] for row in history]
-            marker = "." if len(history) < 20 else None  # a short run's few points stay visible
-            ax.plot(iterations, [100 - row["train_acc"] for row in history], "--", color=f"C{index}", linewidth=1,
-                    marker=marker)
-            ax.plot(iterations, test_errors, "-", color=f"C{index}", linewidth=2, label=model, marker=marker)
+            marker = "o" if len(history) < 20 else None  # a short run's few points stay visible
+            ax.plot(iterations, [100 - row["train_acc"] for row in history], "--", color=model_colour(model),
+                    linewidth=1, marker=marker, markersize=3)
+            ax.plot(iterations, test_errors, "-", color=model_colour(model), linewidth=2, label=model, marker=marker)
             final_errors.append(test_errors[-1])
         if present:
-            ax.legend()
+            ax.legend(handles=ax.get_legend_handles_labels()[0] + styles)
         else:
             no_runs_note(ax, models)
         ax.set_title(title)
         ax.set_xlabel("iterations")
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("error (%)  (dashed: training, bold: test)")
+    axes[0].set_ylabel("error (%)")
     if final_errors and max(final_errors) < 20:
         axes[0].set_ylim(0, 20)  # the paper's range; the first epochs' high errors run off the top
+    fig.suptitle("Figure 6: training and test error" + recipe_caveat(runs))
     save_figure(fig, path)
+    return fig
 
 
-def plot_figure7(runs: dict[str, list[dict]], path: Path) -> None:
-    """The paper's Figure 7: std of each 3x3 layer's response, in layer order (top) and sorted (bottom)."""
+def plot_figure7(runs: dict[str, list[dict]], path: Path) -> Figure:
+    """The paper's Figure 7: std of each 3x3 layer's response, in layer order (top) and sorted
+    (bottom), on a log scale, which keeps every net readable whatever the spread."""
     fig = Figure(figsize=(9, 7))
     ordered_ax, sorted_ax = fig.subplots(2, 1)
     present = [model for model in FIGURE7_MODELS if model in runs and "layer_response_std" in runs[model][0]]
-    for index, model in enumerate(present):
+    for model in present:
         stds = runs[model][0]["layer_response_std"]
         style = "--" if model.startswith("Plain") else "-"
         layers = range(1, len(stds) + 1)
-        ordered_ax.plot(layers, stds, style, color=f"C{index}", label=model)
-        sorted_ax.plot(layers, sorted(stds, reverse=True), style, color=f"C{index}", label=model)
+        ordered_ax.plot(layers, stds, style, color=model_colour(model), label=model)
+        sorted_ax.plot(layers, sorted(stds, reverse=True), style, color=model_colour(model), label=model)
     if present:
         ordered_ax.legend()
     else:
@@ -269,10 +293,14 @@ def plot_figure7(runs: dict[str, list[dict]], path: Path) -> None:
     sorted_ax.set_xlabel("layer index (sorted by magnitude)")
     for ax in (ordered_ax, sorted_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if present:
+            ax.set_yscale("log")
         ax.set_ylabel("std")
-        ax.grid(alpha=0.3)
-    ordered_ax.set_title("standard deviation of 3x3 layer responses (after BN, before ReLU / addition)")
+        ax.grid(alpha=0.3, which="both")
+    ordered_ax.set_title("standard deviation of 3x3 layer responses (after BN, before ReLU / addition)"
+                         + recipe_caveat(runs))
     save_figure(fig, path)
+    return fig
 
 
 def write_sweep_report(root: Path) -> list[Path]:

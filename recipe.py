@@ -28,6 +28,12 @@ def milestone_lr(step: int, base_lr: float, milestone_steps: list[int], gamma: f
     return base_lr * gamma ** sum(step >= m for m in milestone_steps)
 
 
+def lr_history(state: dict) -> list[float]:
+    """The rate of every step a schedule has taken, from its state_dict (for the lr figure)."""
+    return [milestone_lr(step, state["base_lr"], state["milestone_steps"], state["gamma"])
+            * (WARMUP_FACTOR if step < state["warmup_steps"] else 1) for step in range(state["step_count"])]
+
+
 class Schedule:
     """The paper's per-iteration step schedule, with its optional warm-up.
 
@@ -41,12 +47,14 @@ class Schedule:
         self.gamma = gamma
         self.step_count = 0
         self.warming_up = warmup
+        self.warmup_steps = 0  # steps taken at the warm-up rate
 
     def lr(self) -> float:
         lr = milestone_lr(self.step_count, self.base_lr, self.milestone_steps, self.gamma)
         return lr * WARMUP_FACTOR if self.warming_up else lr
 
     def step(self) -> None:
+        self.warmup_steps += self.warming_up
         self.step_count += 1
 
     def observe_train_error(self, error: float) -> None:
@@ -54,12 +62,13 @@ class Schedule:
             self.warming_up = False
 
     def state_dict(self) -> dict:
-        return {"step_count": self.step_count, "warming_up": self.warming_up,
+        return {"step_count": self.step_count, "warming_up": self.warming_up, "warmup_steps": self.warmup_steps,
                 "milestone_steps": list(self.milestone_steps), "base_lr": self.base_lr, "gamma": self.gamma}
 
     def load_state_dict(self, state: dict) -> None:
         self.step_count = state["step_count"]
         self.warming_up = state["warming_up"]
+        self.warmup_steps = state["warmup_steps"]
 
 
 def warms_up(args: argparse.Namespace) -> bool:

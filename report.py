@@ -20,10 +20,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from runfiles import RunFileError, RunFiles, atomic_write
+from recipe import lr_history
+from runfiles import RunFileError, RunFiles, atomic_write, is_number
 
 PLOT_NAMES = ("confusion_matrix.png", "loss_acc_curves.png", "lr_curve.png", "predictions.png")
 PLAIN_NUMBERS = FuncFormatter(lambda value, _position: f"{value:g}")  # 0.01, not 10^-2, on log axes
@@ -40,8 +42,18 @@ def save_figure(fig: Figure, path: Path) -> None:
     atomic_write(path, lambda file: fig.savefig(file, format="png", dpi=120, bbox_inches="tight"))
 
 
-def lr_drop_epochs(history: list[dict]) -> list[int]:
-    """Epochs after which the learning rate drops (the next epoch starts lower)."""
+FEW_POINTS = 20  # fewer epochs than this: every point gets a marker, or a short run draws nothing
+
+
+def markers(history: list[dict]) -> Optional[str]:
+    return "o" if len(history) < FEW_POINTS else None
+
+
+def lr_drop_epochs(history: list[dict], schedule: Optional[dict], steps_per_epoch: Optional[int]) -> list[float]:
+    """Where the learning rate dropped, in (fractional) epochs: from the schedule's milestone steps
+    that were reached, or without a schedule, the epochs after which the next one started lower."""
+    if schedule is not None and steps_per_epoch:
+        return [step / steps_per_epoch for step in schedule["milestone_steps"] if step < schedule["step_count"]]
     return [previous["epoch"] for previous, row in zip(history, history[1:]) if row["lr"] < previous["lr"]]
 
 
@@ -49,47 +61,72 @@ def splits_in(history: list[dict]) -> list[str]:
     return [split for split in SPLIT_STYLES if f"{split}_acc" in history[0]]
 
 
-def plot_curves(history: list[dict], path: Path, title: str) -> None:
+def readable_log_axis(ax: Axes, values: list[float]) -> None:
+    """A log scale labelled at 1, 2 and 5 times each power of ten where the values span a factor
+    of 10 or more; a linear scale for a narrower span, where a log axis would have no label."""
+    if max(values) >= 10 * min(values) > 0:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def epoch_axis(ax: Axes, last_epoch: int) -> None:
+    """Integer epochs from the start of training (0) to the last, so that drops inside the first
+    epoch stay on the axes."""
+    ax.set_xlim(0, last_epoch * 1.04)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
+def plot_curves(history: list[dict], path: Path, title: str, schedule: Optional[dict] = None,
+                steps_per_epoch: Optional[int] = None) -> Figure:
     """Loss and error (%) per epoch for every split, the lr drops as dotted lines."""
     epochs = [row["epoch"] for row in history]
     fig = Figure(figsize=(12, 4.5))
     loss_ax, error_ax = fig.subplots(1, 2)
     for split in splits_in(history):
         colour, style = SPLIT_STYLES[split]
-        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], style, color=colour, label=split)
-        error_ax.plot(epochs, [100 - row[f"{split}_acc"] for row in history], style, color=colour, label=split)
+        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], style, color=colour, label=split,
+                     marker=markers(history))
+        error_ax.plot(epochs, [100 - row[f"{split}_acc"] for row in history], style, color=colour, label=split,
+                      marker=markers(history))
     for ax, label in ((loss_ax, "cross-entropy loss"), (error_ax, "error (%)")):
-        for index, epoch in enumerate(lr_drop_epochs(history)):
+        for index, epoch in enumerate(lr_drop_epochs(history, schedule, steps_per_epoch)):
             ax.axvline(epoch, color="grey", linestyle=":", label="lr drop" if index == 0 else None)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_axis(ax, epochs[-1])
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
-    loss_ax.set_yscale("log")
-    loss_ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
-    loss_ax.yaxis.set_minor_formatter(PLAIN_NUMBERS)
+    readable_log_axis(loss_ax, [row[f"{split}_loss"] for row in history for split in splits_in(history)])
     final = history[-1]
-    error_ax.set_title(f"final test error {100 - final['test_acc']:.2f}% (epoch {final['epoch']})")
+    error_ax.set_title(f"test error {100 - final['test_acc']:.2f}% after epoch {final['epoch']}")
     fig.suptitle(title)
     save_figure(fig, path)
+    return fig
 
 
-def plot_lr(history: list[dict], path: Path, title: str) -> None:
-    """The learning rate each epoch starts with, drawn over that epoch, on a log scale
-    (a warm-up shows as a low first epoch)."""
+def plot_lr(history: list[dict], path: Path, title: str, schedule: Optional[dict] = None,
+            steps_per_epoch: Optional[int] = None) -> Figure:
+    """The learning rate of every step, from the run's schedule (so drops inside an epoch and the
+    warm-up show); without one, the rate each epoch started with, drawn over that epoch."""
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    ax.stairs([row["lr"] for row in history], [history[0]["epoch"] - 1] + [row["epoch"] for row in history],
-              baseline=None, linewidth=2)
+    if schedule is not None and steps_per_epoch:
+        rates = lr_history(schedule)
+        ax.stairs(rates, [step / steps_per_epoch for step in range(len(rates) + 1)], baseline=None, linewidth=2)
+        ax.set_ylabel("learning rate")
+    else:
+        ax.stairs([row["lr"] for row in history], [history[0]["epoch"] - 1] + [row["epoch"] for row in history],
+                  baseline=None, linewidth=2)
+        ax.set_ylabel("learning rate at the start of the epoch")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("learning rate at the start of the epoch")
+    epoch_axis(ax, history[-1]["epoch"])
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title)
     save_figure(fig, path)
+    return fig
 
 
 def confusion_counts(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
@@ -137,6 +174,18 @@ def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.nda
     save_figure(fig, path)
 
 
+def run_schedule(files: RunFiles) -> tuple[Optional[dict], Optional[int]]:
+    """The run's schedule state and steps per epoch from its summary, where it has a usable one."""
+    result = files.read_result() or {}
+    schedule, steps_per_epoch = result.get("schedule"), result.get("steps_per_epoch")
+    usable = (isinstance(schedule, dict) and isinstance(steps_per_epoch, int) and steps_per_epoch > 0
+              and all(isinstance(schedule.get(key), int) for key in ("step_count", "warmup_steps"))
+              and all(is_number(schedule.get(key)) for key in ("base_lr", "gamma"))
+              and isinstance(schedule.get("milestone_steps"), list)
+              and all(isinstance(step, int) for step in schedule["milestone_steps"]))
+    return (schedule, steps_per_epoch) if usable else (None, None)
+
+
 def draw_run(folder: Path) -> list[Path]:
     """Draw every figure of the run in ``folder`` into folder/plots; returns the paths drawn.
 
@@ -149,8 +198,9 @@ def draw_run(folder: Path) -> list[Path]:
     history = files.read_history()
     files.plots.mkdir(exist_ok=True)
     drawn = [files.plots / "loss_acc_curves.png", files.plots / "lr_curve.png"]
-    plot_curves(history, drawn[0], files.model)
-    plot_lr(history, drawn[1], files.model)
+    schedule, steps_per_epoch = run_schedule(files)
+    plot_curves(history, drawn[0], files.model, schedule, steps_per_epoch)
+    plot_lr(history, drawn[1], files.model, schedule, steps_per_epoch)
     saved = files.read_predictions()
     if saved is not None:
         labels, predictions = saved["labels"].long().numpy(), saved["predictions"].long().numpy()

@@ -287,7 +287,7 @@ def _is_random_state(value) -> bool:
 
 def _is_schedule_state(value) -> bool:
     return (isinstance(value, dict) and _is_count(value.get("step_count"))
-            and isinstance(value.get("warming_up"), bool))
+            and _is_count(value.get("warmup_steps")) and isinstance(value.get("warming_up"), bool))
 
 
 def _is_optimizer_state(value) -> bool:

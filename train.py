@@ -160,6 +160,7 @@ class Training:
             epochs_done=self.epochs_done,
             steps=self.schedule.step_count,
             steps_per_epoch=self.steps_per_epoch,
+            schedule=self.schedule.state_dict(),  # the lr figure draws every step's rate from it
             wall_seconds=self.wall_seconds,
             device=self.runtime.describe(),
             precision=self.runtime.precision,

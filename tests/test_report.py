@@ -53,7 +53,7 @@ def test_report_command_on_a_folder_without_results_is_a_clear_error(tmp_path, c
 
 def test_lr_drops_are_found_between_epochs():
     history = [{"epoch": e, "lr": lr} for e, lr in enumerate([0.01, 0.1, 0.1, 0.01, 0.01, 0.001], 1)]
-    assert report.lr_drop_epochs(history) == [3, 5]
+    assert report.lr_drop_epochs(history, schedule=None, steps_per_epoch=None) == [3, 5]
 
 
 def test_confusion_counts_have_true_labels_on_rows():
@@ -100,3 +100,51 @@ def test_evaluating_a_bad_file_is_one_clear_line(two_epoch_run, data_dir, tmp_pa
     assert train.main(["--evaluate", str(path), "--data-dir", str(data_dir), *extra]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+
+
+def history_of(losses, test_accs):
+    return [{"epoch": epoch, "train_loss": loss, "train_acc": acc - 5, "test_loss": loss, "test_acc": acc, "lr": 0.1,
+             "epoch_seconds": 1.0, "train_images_per_s": 1.0}
+            for epoch, (loss, acc) in enumerate(zip(losses, test_accs), 1)]
+
+
+ONE_EPOCH_SCHEDULE = {"step_count": 10, "warmup_steps": 0, "warming_up": False, "milestone_steps": [5, 8],
+                      "base_lr": 0.1, "gamma": 0.1}
+
+
+def test_a_one_epoch_run_shows_its_points_and_the_drops_inside_the_epoch(tmp_path):
+    fig = report.plot_curves(history_of([1.7], [45.0]), tmp_path / "curves.png", "t", ONE_EPOCH_SCHEDULE, 10)
+    for ax in fig.axes:
+        data = [line for line in ax.get_lines() if line.get_label() in ("train", "test")]
+        assert len(data) == 2 and all(line.get_marker() == "o" for line in data)
+        drops = sorted(float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_linestyle() == ":")
+        assert drops == [0.5, 0.8]
+        low, high = ax.get_xlim()
+        assert low <= 0 and high >= 1  # the drops and the point are on the axes
+        assert all(float(tick).is_integer() for tick in ax.get_xticks())
+
+
+@pytest.mark.parametrize("warmup_steps,expected", [(0, [0.1] * 5 + [0.01] * 3 + [0.001] * 2),
+                                                   (3, [0.01] * 3 + [0.1] * 2 + [0.01] * 3 + [0.001] * 2)])
+def test_the_lr_figure_draws_every_step_s_rate(tmp_path, warmup_steps, expected):
+    schedule = {**ONE_EPOCH_SCHEDULE, "warmup_steps": warmup_steps}
+    fig = report.plot_lr(history_of([1.7], [45.0]), tmp_path / "lr.png", "t", schedule, 10)
+    stairs = fig.axes[0].patches[0].get_data()
+    assert list(stairs.values) == pytest.approx(expected)
+    assert list(stairs.edges) == pytest.approx([step / 10 for step in range(11)])
+
+
+def test_loss_axes_are_labelled_whatever_the_range(tmp_path):
+    wide = report.plot_curves(history_of([2.3, 1.2, 0.4, 0.1], [30, 50, 70, 80]), tmp_path / "wide.png", "t")
+    loss_ax = wide.axes[0]
+    low, high = loss_ax.get_ylim()
+    labels = {loss_ax.yaxis.get_major_formatter()(tick) for tick in loss_ax.get_yticks() if low <= tick <= high}
+    assert loss_ax.get_yscale() == "log" and {"0.2", "0.5", "1", "2"} <= labels
+    narrow = report.plot_curves(history_of([1.7, 1.4, 1.1], [30, 40, 50]), tmp_path / "narrow.png", "t")
+    assert narrow.axes[0].get_yscale() == "linear"  # a log axis over 1.1-1.7 would have no label at all
+
+
+def test_a_run_s_figures_use_its_schedule(two_epoch_run):
+    files = report.RunFiles.in_folder(two_epoch_run)
+    schedule, steps_per_epoch = report.run_schedule(files)
+    assert steps_per_epoch == 10 and schedule["step_count"] == 20 and schedule["milestone_steps"] == [10, 15]

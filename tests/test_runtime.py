@@ -65,3 +65,12 @@ def test_setup_refuses_an_option_the_model_does_not_take():
 def runtime_args():
     """The four choices setup reads, as train.py's parser gives them, pinned to the CPU in fp32."""
     return argparse.Namespace(device="cpu", precision="fp32", compile="auto", deterministic=False)
+
+
+def test_one_cpu_thread_is_one_thread():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert runtime.describe_device(torch.device("cpu")) == "cpu (1 thread)"
+    finally:
+        torch.set_num_threads(threads)

@@ -54,13 +54,15 @@ def test_a_tiny_sweep_writes_every_run_and_report_file(sweep):
     assert finished.stdout.count("train  ") == 4
 
 
-def test_summary_numbers_are_those_of_the_runs(sweep):
+def test_summary_numbers_are_those_of_the_runs(sweep, data_dir):
     results, _ = sweep
     summary = read_summary(results / "summary.csv")
     assert list(summary) == ["ResNet20", "Plain20"]
     for row in summary.values():  # 1-epoch runs at batch 32: named, marked, and kept apart from the paper's
         assert "epochs=1" in row["model"] and "batch_size=32" in row["model"] and row["paper_schedule"] == "False"
-    assert "† Not the paper's recipe" in (results / "summary.md").read_text()
+    text = (results / "summary.md").read_text()
+    assert "† Not the paper's recipe" in text
+    assert "device cpu (" in text and f"data {data_dir}" in text and "`python train.py --model Plain20 --seed 0" in text
     for model, row in summary.items():
         errors = [json.loads((results / f"seed{s}" / model / f"{model}_results.json").read_text())["final_test_error"]
                   for s in (0, 1)]
@@ -139,3 +141,24 @@ def test_resnet110_is_compared_with_the_paper_s_mean_of_five_runs(tmp_path):
 def test_summary_of_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):
     assert report.main(["--summary", str(tmp_path)]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_sweep_figures_give_each_model_one_colour_and_explain_their_line_styles(tmp_path):
+    write_fake_run(tmp_path / "seed0" / "ResNet20", "ResNet20", 0, 8.0)
+    write_fake_run(tmp_path / "seed0" / "Plain20", "Plain20", 0, 9.0)
+    runs = comparison.runs_by_model(comparison.find_runs(tmp_path).finished)
+    figure6 = comparison.plot_figure6(runs, tmp_path / "figure6.png")
+    figure7 = comparison.plot_figure7(runs, tmp_path / "figure7.png")
+    depth = comparison.plot_depth_vs_error(runs, tmp_path / "depth.png")
+
+    def colours(fig):
+        return {line.get_label(): line.get_color() for ax in fig.axes for line in ax.get_lines()
+                if line.get_label() in ("ResNet20", "Plain20")}
+
+    assert colours(figure6) == colours(figure7) and colours(figure6)["ResNet20"] != colours(figure6)["Plain20"]
+    dots = {collection.get_label(): tuple(collection.get_facecolor()[0][:3]) for collection in depth.axes[0].collections}
+    assert dots["ResNet20"] == pytest.approx(colours(figure7)["ResNet20"][:3])
+    legend = [text.get_text() for text in figure6.axes[1].get_legend().get_texts()]
+    assert "dashed: training error" in legend and "bold: test error" in legend
+    assert all(ax.get_yscale() == "log" for ax in figure7.axes)
+    assert all(line.get_marker() == "o" for ax in figure6.axes for line in ax.get_lines())  # 2 epochs: few points
