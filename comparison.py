@@ -11,6 +11,7 @@ Runs are averaged only with runs of the same settings.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,14 @@ from sweep import SWEEP_MODELS
 PAPER_ERROR = {"ResNet20": 8.75, "ResNet32": 7.51, "ResNet44": 7.17, "ResNet56": 6.97, "ResNet110": 6.43,
                "ResNet1202": 7.93}
 PAPER_MEAN_ERROR = {"ResNet110": (6.61, 0.16)}
+# Other published CIFAR-10 test errors (%): He et al. 2016b ("Identity Mappings") Table 3, median
+# of 5 runs; Xie et al. 2017 (ResNeXt) Table 7, mean of 10 runs.
+PUBLISHED_ERROR = {"PreActResNet110": (6.37, "2016b"), "PreActResNet164": (5.46, "2016b"),
+                   "PreActResNet1001": (4.92, "2016b"), "ResNeXt29_8x64d": (3.65, "Xie"),
+                   "ResNeXt29_16x64d": (3.58, "Xie")}
+SOURCES = {"2016b": "He et al. 2016b, Table 3 (median of 5)", "Xie": "Xie et al. 2017, Table 7 (mean of 10)"}
+# What seed 003 says it reached, not a paper's number and not checked by anyone here.
+SEED_CLAIMS = "Seed 003 claims about 95% accuracy for its PreActResNet and about 94% for ResNeXt29_8x64d (claims only)."
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # the paper's CIFAR nets; ResNet18-152 are another family
 FIGURE6_PANELS = (
     ("plain nets", ("Plain20", "Plain32", "Plain44", "Plain56", "Plain110")),
@@ -118,14 +127,15 @@ def model_order(models) -> list[str]:
 
 
 def depth_of(model: str) -> int:
-    return int("".join(character for character in model if character.isdigit()))
+    """The first number in a model's name: 56 for ResNet56, 29 for ResNeXt29_8x64d."""
+    return int(re.search(r"\d+", model).group())
 
 
 def summary_row(group: str, runs: list[dict]) -> dict:
     """One group's line of the comparison: its runs' final test errors against the paper."""
     model = runs[0]["model"]
     errors = np.array([run["final_test_error"] for run in runs])
-    paper = PAPER_ERROR.get(model)
+    paper = PAPER_ERROR.get(model, PUBLISHED_ERROR.get(model, (None,))[0])
     paper_mean = PAPER_MEAN_ERROR[model][0] if model in PAPER_MEAN_ERROR else None
     reference = paper_mean if paper_mean is not None else paper
     mean = float(errors.mean())
@@ -163,12 +173,17 @@ def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path
         "Errors are of the **final** model of each run (no epoch picked on the test set). Best and",
         "mean ± sample std are over the runs (seeds) found; the paper gives best (mean ± std of 5 runs)",
         "for ResNet-110 only. Difference: our mean minus the paper's (its mean for ResNet-110).",
+        "Published: Table 6 of He et al. 2016a unless the row names another source: "
+        + "; ".join(SOURCES.values()) + ".",
         "",
-        "| model | params | paper | ours: best | ours: mean ± std (runs) | ours − paper | epochs | minutes/run |",
+        "| model | params | published | ours: best | ours: mean ± std (runs) | ours − paper | epochs | minutes/run |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        model = row["model"].split()[0]
         paper = number(row["paper_error"]) or "–"
+        if model in PUBLISHED_ERROR:
+            paper += f" ({SOURCES[PUBLISHED_ERROR[model][1]].split(',')[0]})"
         if row["paper_mean_error"] is not None:
             paper += f" ({row['paper_mean_error']:.2f}±{PAPER_MEAN_ERROR[row['model'].split()[0]][1]:.2f})"
         spread = f"{row['mean_error']:.2f}" + (f" ± {row['std_error']:.2f}" if row["std_error"] is not None else "")
@@ -181,7 +196,7 @@ def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path
         lines += ["† Not the paper's recipe (the differences are in brackets): not comparable with the paper's "
                   "numbers.", ""]
     lines += [f"- {row['model']}: device {row['devices']}; data {row['data']}; `{row['commands']}`" for row in rows]
-    lines.append("")
+    lines += ["", SEED_CLAIMS, ""]
     if missing:
         lines.append(f"Not run yet (of run.sh's default list): {', '.join(missing)}.")
     for folder in unfinished:

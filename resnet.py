@@ -26,9 +26,9 @@ SHORTCUTS = ("A", "B")
 STEMS = ("cifar", "imagenet")
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
     """3x3 convolution with padding; no bias, since a BatchNorm always follows."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -59,11 +59,13 @@ class ZeroPadShortcut(nn.Module):
 
 
 def make_shortcut(
-    shortcut: Optional[str], in_planes: int, out_planes: int, stride: int
+    shortcut: Optional[str], in_planes: int, out_planes: int, stride: int, *, projection_bn: bool = True
 ) -> Optional[nn.Module]:
     """The shortcut branch of one block, or None for a plain (shortcut-free) block.
 
-    Options A and B differ only where the shape changes; elsewhere both are the identity.
+    Options A and B differ only where the shape changes; elsewhere both are the identity. A
+    pre-activation block projects an input that its own BN has already normalised, so its
+    projection is the 1x1 conv alone (``projection_bn=False``), as in the paper's code.
     """
     if shortcut is None:
         return None
@@ -73,6 +75,8 @@ def make_shortcut(
         return nn.Identity()
     if shortcut == "A":
         return ZeroPadShortcut(stride, out_planes - in_planes)
+    if not projection_bn:
+        return conv1x1(in_planes, out_planes, stride)
     return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
 
 
@@ -98,8 +102,16 @@ class BasicBlock(nn.Module):
         return F.relu(out)
 
 
+def bottleneck_width(planes: int, groups: int, base_width: int) -> int:
+    """Channels of a bottleneck's 3x3 conv: ``planes`` for a ResNet; for ResNeXt (Xie et al.
+    2017) ``groups`` (the cardinality C) groups of ``base_width`` (d) channels at the first stage,
+    doubling with ``planes`` at each later one, as in torchvision and facebookresearch/ResNeXt."""
+    return int(planes * base_width / 64) * groups
+
+
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (x4); BN after each; ReLU after the addition.
+    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand to planes x 4; BN after each; ReLU after
+    the addition.
 
     The stride sits on the 3x3 conv, not on the first 1x1 conv: a strided 1x1 conv would
     simply drop three quarters of its input (torchvision's "ResNet V1.5" choice).
@@ -108,13 +120,15 @@ class Bottleneck(nn.Module):
     expansion = 4
     num_layers = 3
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: Optional[str] = "B") -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: Optional[str] = "B",
+                 groups: int = 1, base_width: int = 64) -> None:
         super().__init__()
-        self.conv1 = conv1x1(in_planes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
+        width = bottleneck_width(planes, groups, base_width)
+        self.conv1 = conv1x1(in_planes, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride, groups)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.shortcut = make_shortcut(shortcut, in_planes, planes * self.expansion, stride)
 
@@ -127,11 +141,66 @@ class Bottleneck(nn.Module):
         return F.relu(out)
 
 
-Block = Type[Union[BasicBlock, Bottleneck]]
+class PreActBlock(nn.Module):
+    """He et al. 2016b ("Identity Mappings"): BN -> ReLU -> 3x3 conv, twice, and the addition with
+    nothing after it. A projection shortcut takes the pre-activated input, as the paper's code does."""
+
+    expansion = 1
+    num_layers = 2
+    preactivation = True
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: Optional[str] = "B") -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.shortcut = make_shortcut(shortcut, in_planes, planes * self.expansion, stride, projection_bn=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        activated = F.relu(self.bn1(x))
+        out = self.conv2(F.relu(self.bn2(self.conv1(activated))))
+        return out + project_or_keep(self.shortcut, x, activated)
 
 
-def make_stem(stem: str, out_planes: int) -> nn.Sequential:
-    """The layers before the first stage: conv + BN + ReLU, and for ImageNet a max-pool."""
+class PreActBottleneck(nn.Module):
+    """The pre-activation bottleneck: BN -> ReLU before each of 1x1, 3x3 and 1x1 (x4) convs."""
+
+    expansion = 4
+    num_layers = 3
+    preactivation = True
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: Optional[str] = "B") -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = conv1x1(in_planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.shortcut = make_shortcut(shortcut, in_planes, planes * self.expansion, stride, projection_bn=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        activated = F.relu(self.bn1(x))
+        out = self.conv2(F.relu(self.bn2(self.conv1(activated))))
+        out = self.conv3(F.relu(self.bn3(out)))
+        return out + project_or_keep(self.shortcut, x, activated)
+
+
+def project_or_keep(shortcut: nn.Module, x: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:
+    """A pre-activation block's shortcut: its identity carries the raw input x; its projection
+    (where the shape changes) is applied to the pre-activated input."""
+    return x if isinstance(shortcut, nn.Identity) else shortcut(activated)
+
+
+Block = Type[Union[BasicBlock, Bottleneck, PreActBlock, PreActBottleneck]]
+
+
+def make_stem(stem: str, out_planes: int, preactivation: bool = False) -> nn.Sequential:
+    """The layers before the first stage: conv + BN + ReLU, and for ImageNet a max-pool. A
+    pre-activation net's CIFAR stem is the conv alone: its first block normalises and activates."""
+    if stem == "cifar" and preactivation:
+        return nn.Sequential(conv3x3(3, out_planes))
     if stem == "cifar":
         return nn.Sequential(conv3x3(3, out_planes), nn.BatchNorm2d(out_planes), nn.ReLU(inplace=True))
     if stem == "imagenet":
@@ -159,22 +228,30 @@ class ResNet(nn.Module):
         num_classes: int = 10,
         shortcut: Optional[str] = "A",
         stem: str = "cifar",
+        stem_width: Optional[int] = None,
+        **block_options,
     ) -> None:
         super().__init__()
         if len(num_blocks) != len(widths):
             raise ValueError("num_blocks and widths must have one entry per stage")
         self.depth = 2 + block.num_layers * sum(num_blocks)  # stem conv + blocks + classifier
-        self.stem = make_stem(stem, widths[0])
-        in_planes = widths[0]
+        preactivation = getattr(block, "preactivation", False)
+        stem_width = stem_width or widths[0]
+        self.stem = make_stem(stem, stem_width, preactivation)
+        in_planes = stem_width
         stages = []
         for index, (planes, count) in enumerate(zip(widths, num_blocks)):
             stride = 1 if index == 0 else 2
             blocks = []
             for block_stride in [stride] + [1] * (count - 1):
-                blocks.append(block(in_planes, planes, block_stride, shortcut))
+                blocks.append(block(in_planes, planes, block_stride, shortcut, **block_options))
                 in_planes = planes * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
+        # A pre-activation net ends with the BN -> ReLU that its last addition is not followed by
+        # (the paper's appendix; kuangliu/pytorch-cifar omits it, its issue #137).
+        self.final = (nn.Sequential(nn.BatchNorm2d(in_planes), nn.ReLU(inplace=True)) if preactivation
+                      else nn.Identity())
         self.fc = nn.Linear(in_planes, num_classes)
         self._init_weights()
 
@@ -189,7 +266,7 @@ class ResNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.stages(self.stem(x))
+        out = self.final(self.stages(self.stem(x)))
         out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return self.fc(out)
 
@@ -277,6 +354,77 @@ def ResNet152(num_classes: int = 10, shortcut: str = "B", stem: str = "cifar") -
     return imagenet_resnet(Bottleneck, [3, 8, 36, 3], num_classes, shortcut, stem)
 
 
+def preact_cifar_resnet(depth: int, num_classes: int = 10) -> ResNet:
+    """He et al. 2016b's CIFAR pre-activation nets: basic blocks for depth 6n+2 up to 110 layers
+    (16/32/64 filters), bottlenecks for depth 9n+2 beyond (outputs 64/128/256, width out/4)."""
+    if depth <= 110:
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"a basic-block pre-activation ResNet has depth 6n+2, got {depth}")
+        return ResNet(PreActBlock, [(depth - 2) // 6] * 3, CIFAR_WIDTHS, num_classes, shortcut="B")
+    if (depth - 2) % 9:
+        raise ValueError(f"a bottleneck pre-activation ResNet has depth 9n+2, got {depth}")
+    return ResNet(PreActBottleneck, [(depth - 2) // 9] * 3, CIFAR_WIDTHS, num_classes, shortcut="B")
+
+
+def PreActResNet110(num_classes: int = 10) -> ResNet:
+    return preact_cifar_resnet(110, num_classes)
+
+
+def PreActResNet164(num_classes: int = 10) -> ResNet:
+    return preact_cifar_resnet(164, num_classes)
+
+
+def PreActResNet1001(num_classes: int = 10) -> ResNet:
+    return preact_cifar_resnet(1001, num_classes)
+
+
+def PreActResNet18(num_classes: int = 10, stem: str = "cifar") -> ResNet:
+    return imagenet_resnet(PreActBlock, [2, 2, 2, 2], num_classes, "B", stem)
+
+
+def PreActResNet34(num_classes: int = 10, stem: str = "cifar") -> ResNet:
+    return imagenet_resnet(PreActBlock, [3, 4, 6, 3], num_classes, "B", stem)
+
+
+def PreActResNet50(num_classes: int = 10, stem: str = "cifar") -> ResNet:
+    return imagenet_resnet(PreActBottleneck, [3, 4, 6, 3], num_classes, "B", stem)
+
+
+def PreActResNet101(num_classes: int = 10, stem: str = "cifar") -> ResNet:
+    return imagenet_resnet(PreActBottleneck, [3, 4, 23, 3], num_classes, "B", stem)
+
+
+def PreActResNet152(num_classes: int = 10, stem: str = "cifar") -> ResNet:
+    return imagenet_resnet(PreActBottleneck, [3, 8, 36, 3], num_classes, "B", stem)
+
+
+RESNEXT_WIDTHS = (64, 128, 256)  # planes per stage: outputs 256/512/1024
+
+
+def resnext29(cardinality: int, base_width: int, num_classes: int = 10) -> ResNet:
+    """ResNeXt-29 for CIFAR (Xie et al. 2017, Table 7): a 3x3 stem to 64 with BN-ReLU, three stages
+    of three bottlenecks with ``cardinality`` groups of ``base_width`` channels (doubling per stage),
+    projection shortcuts."""
+    return ResNet(Bottleneck, [3, 3, 3], RESNEXT_WIDTHS, num_classes, shortcut="B", groups=cardinality,
+                  base_width=base_width)
+
+
+def ResNeXt29_8x64d(num_classes: int = 10) -> ResNet:
+    return resnext29(8, 64, num_classes)
+
+
+def ResNeXt29_16x64d(num_classes: int = 10) -> ResNet:
+    return resnext29(16, 64, num_classes)
+
+
+def ResNeXt29_32x4d(num_classes: int = 10) -> ResNet:
+    return resnext29(32, 4, num_classes)
+
+
+def ResNeXt29_2x64d(num_classes: int = 10) -> ResNet:
+    return resnext29(2, 64, num_classes)
+
+
 # The name -> builder table: the CLI's --model choices, in the order tables list them.
 MODELS: dict[str, Callable[..., ResNet]] = {
     builder.__name__: builder
@@ -284,6 +432,9 @@ MODELS: dict[str, Callable[..., ResNet]] = {
         ResNet20, ResNet32, ResNet44, ResNet56, ResNet110, ResNet1202,
         Plain20, Plain32, Plain44, Plain56, Plain110,
         ResNet18, ResNet34, ResNet50, ResNet101, ResNet152,
+        PreActResNet110, PreActResNet164, PreActResNet1001,
+        PreActResNet18, PreActResNet34, PreActResNet50, PreActResNet101, PreActResNet152,
+        ResNeXt29_8x64d, ResNeXt29_16x64d, ResNeXt29_32x4d, ResNeXt29_2x64d,
     )
 }
 
@@ -345,10 +496,10 @@ def layer_response_std(model: nn.Module, images: torch.Tensor) -> list[float]:
 
 
 def main() -> None:
-    print(f"{'model':<12} {'depth':>6} {'params':>12} {'MACs (32x32)':>14}")
+    print(f"{'model':<17} {'depth':>6} {'params':>12} {'MACs (32x32)':>14}")
     for name, builder in MODELS.items():
         model = builder()
-        print(f"{name:<12} {model.depth:>6} {count_parameters(model):>12,} {count_macs(model) / 1e6:>13.1f}M")
+        print(f"{name:<17} {model.depth:>6} {count_parameters(model):>12,} {count_macs(model) / 1e6:>13.1f}M")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Model tests: shapes, gradients, exact parameter counts and the shortcut options."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -46,6 +47,9 @@ def test_model_table_lists_every_model_by_its_factory_name():
         [f"ResNet{d}" for d in CIFAR_DEPTHS]
         + [f"Plain{d}" for d in PLAIN_DEPTHS]
         + [f"ResNet{d}" for d in IMAGENET_DEPTHS]
+        + [f"PreActResNet{d}" for d in (110, 164, 1001)]
+        + [f"PreActResNet{d}" for d in IMAGENET_DEPTHS]
+        + ["ResNeXt29_8x64d", "ResNeXt29_16x64d", "ResNeXt29_32x4d", "ResNeXt29_2x64d"]
     )
     assert list(MODELS) == expected
     for name, builder in MODELS.items():
@@ -104,8 +108,7 @@ def test_imagenet_stem_quarters_the_map_before_the_first_stage():
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_depth_matches_the_name(name):
-    digits = "".join(ch for ch in name if ch.isdigit())
-    assert build_model(name).depth == int(digits)
+    assert build_model(name).depth == int(re.search(r"\d+", name).group())
 
 
 def test_option_a_shortcut_has_no_parameters_and_zero_pads_subsampled_input():
@@ -192,3 +195,65 @@ def test_layer_response_std_measures_each_layer_in_eval_mode_and_restores_the_mo
     with torch.no_grad():
         stem_response = model.stem[1](model.stem[0](images))
     assert stds[0] == pytest.approx(stem_response.std().item(), rel=1e-5)
+
+
+# He et al. 2016b and Xie et al. 2017 nets, 10 classes, counted from the reference definitions
+# (BN included; the pre-activation paper's 10.2M for ResNet-1001 counts convs and the classifier only).
+PREACT_AND_RESNEXT_PARAMS = {
+    "PreActResNet110": 1_730_522,
+    "PreActResNet164": 1_703_258,
+    "PreActResNet1001": 10_327_706,
+    "PreActResNet18": 11_172_170,
+    "PreActResNet34": 21_280_330,
+    "PreActResNet50": 23_513_162,
+    "PreActResNet101": 42_505_290,
+    "PreActResNet152": 58_148_938,
+    "ResNeXt29_8x64d": 34_426_698,
+    "ResNeXt29_16x64d": 68_155_210,
+    "ResNeXt29_32x4d": 4_775_754,
+    "ResNeXt29_2x64d": 9_130_314,
+}
+
+
+@pytest.mark.parametrize("name,expected", PREACT_AND_RESNEXT_PARAMS.items())
+def test_preact_and_resnext_parameter_counts(name, expected):
+    assert count_parameters(build_model(name)) == expected
+
+
+def test_preact_resnet1001_without_bn_is_the_paper_s_10_2m():
+    model = build_model("PreActResNet1001")
+    weights = sum(p.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+                  for p in m.parameters(recurse=False))
+    assert weights == 10_178_490
+
+
+def test_preact_nets_end_with_bn_relu_that_kuangliu_omits():
+    model = build_model("PreActResNet18")
+    assert isinstance(model.final[0], nn.BatchNorm2d) and isinstance(model.final[1], nn.ReLU)
+    assert count_parameters(model) - count_parameters(model.final) == 11_171_146  # kuangliu/pytorch-cifar's count
+    assert isinstance(build_model("ResNet18").final, nn.Identity)
+    assert len(model.stem) == 1  # the CIFAR stem is the conv alone: the first block activates
+
+
+def test_a_preact_projection_takes_the_pre_activated_input():
+    block = resnet.PreActBlock(16, 32, stride=2).eval()
+    x = torch.randn(2, 16, 8, 8)
+    activated = torch.relu(block.bn1(x))
+    main_path = block.conv2(torch.relu(block.bn2(block.conv1(activated))))
+    assert torch.allclose(block(x), main_path + block.shortcut(activated))
+    assert isinstance(block.shortcut, nn.Conv2d)  # a 1x1 conv, no BN after it
+    same_shape = resnet.PreActBlock(16, 16).eval()
+    assert torch.allclose(same_shape(x), same_shape.conv2(torch.relu(same_shape.bn2(same_shape.conv1(
+        torch.relu(same_shape.bn1(x)))))) + x)  # the identity carries the raw input
+
+
+@pytest.mark.parametrize("name,groups,widths", [("ResNeXt29_8x64d", 8, (512, 1024, 2048)),
+                                                ("ResNeXt29_32x4d", 32, (128, 256, 512))])
+def test_resnext_groups_double_per_stage_from_the_same_bottleneck(name, groups, widths):
+    model = build_model(name)
+    blocks = [stage[0] for stage in model.stages]
+    assert all(type(block) is resnet.Bottleneck for block in blocks)
+    assert [block.conv2.groups for block in blocks] == [groups] * 3
+    assert tuple(block.conv2.in_channels for block in blocks) == widths
+    assert [block.conv3.out_channels for block in blocks] == [256, 512, 1024]
+    assert isinstance(model.stem[1], nn.BatchNorm2d) and model.stem[0].out_channels == 64

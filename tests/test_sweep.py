@@ -162,3 +162,13 @@ def test_sweep_figures_give_each_model_one_colour_and_explain_their_line_styles(
     assert "dashed: training error" in legend and "bold: test error" in legend
     assert all(ax.get_yscale() == "log" for ax in figure7.axes)
     assert all(line.get_marker() == "o" for ax in figure6.axes for line in ax.get_lines())  # 2 epochs: few points
+
+
+def test_other_papers_numbers_are_named_with_their_source(tmp_path):
+    write_fake_run(tmp_path / "seed0" / "PreActResNet164", "PreActResNet164", 0, 5.5)
+    comparison.write_sweep_report(tmp_path)
+    row = read_summary(tmp_path / "summary.csv")["PreActResNet164"]
+    assert float(row["paper_error"]) == 5.46 and float(row["mean_minus_paper"]) == pytest.approx(0.04)
+    text = (tmp_path / "summary.md").read_text()
+    assert "| PreActResNet164 | 1,727,962 | 5.46 (He et al. 2016b) |" in text
+    assert "Seed 003 claims about 95% accuracy" in text and "(claims only)" in text

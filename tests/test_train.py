@@ -264,3 +264,12 @@ def test_a_failed_start_leaves_no_results_folder(tmp_path, monkeypatch):
 
 def test_data_dir_may_name_the_batches_folder_itself(data_dir, tmp_path):
     assert train.main(run_args(data_dir / FOLDER, tmp_path, "--epochs", "1")) == 0
+
+
+@pytest.mark.parametrize("model", ["PreActResNet164", "ResNeXt29_32x4d"])
+def test_a_preact_and_a_resnext_net_train_through_train_py(data_dir, tmp_path, model):
+    argv = ["--model", model, "--batch-size", "64", "--epochs", "1", "--data-dir", str(data_dir),
+            "--results-dir", str(tmp_path)]
+    assert train.main(argv) == 0
+    result = json.loads((tmp_path / model / f"{model}_results.json").read_text())
+    assert result["status"] == "finished" and result["settings"]["shortcut"] is None
