@@ -205,10 +205,13 @@ def checkpoint_to_resume(args: argparse.Namespace, files: RunFiles) -> Optional[
 
 
 def resume_command(args: argparse.Namespace) -> str:
+    """What continues this run: its settings come from the checkpoint, so only the paths are needed."""
     command = f"python train.py --model {args.model} --resume"
-    if args.results_dir != Path("results"):
-        command += f" --results-dir {args.results_dir}"
-    return command + " (with the same other flags)"
+    for flag, value, default in (("--results-dir", args.results_dir, Path("results")),
+                                 ("--data-dir", args.data_dir, Path("data"))):
+        if Path(value) != default:
+            command += f" {flag} {value}"
+    return command
 
 
 def start_line(training: Training) -> str:
