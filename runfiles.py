@@ -15,7 +15,6 @@ sweep.py) ask it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import fcntl
@@ -333,11 +332,6 @@ def load_checkpoint(path: Path, model_name: Optional[str] = None, *, to_resume: 
     if model_name is not None and checkpoint["args"]["model"] != model_name:
         raise UsageError(f"{path} holds a {checkpoint['args']['model']}, not a {model_name}")
     return checkpoint
-
-
-def plain_settings(args: argparse.Namespace) -> dict:
-    """The arguments as strings, numbers and lists, which weights_only loading accepts."""
-    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
 
 
 def csv_row(metrics: dict) -> dict:
