@@ -25,7 +25,8 @@ from matplotlib.ticker import MaxNLocator
 import settings
 from report import ReportError, save_figure
 from resnet import MODELS
-from runfiles import RunFiles, csv_text, is_number, write_text
+from recipe import PRESETS
+from runfiles import COMPLETE, RunFiles, csv_text, is_number, write_text
 from sweep import SWEEP_MODELS
 
 # Table 6 of the paper, test error (%). ResNet-110: best of 5 runs, and their mean and std.
@@ -48,8 +49,9 @@ FIGURE6_PANELS = (
 )
 FIGURE7_MODELS = ("Plain20", "Plain56", "Plain110", "ResNet20", "ResNet56", "ResNet110")
 # The settings of the paper's recipe (Sec. 4.2) that a row must share to be set beside its numbers.
-PAPER_RECIPE = ("shortcut", "epochs", "batch_size", "lr", "momentum", "weight_decay", "milestones", "gamma", "warmup",
-                "normalize")
+PAPER_RECIPE = ("shortcut", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+                "milestones", "step_size", "gamma", "warmup", "warmup_epochs", "label_smoothing", "mixup", "cutmix",
+                "color_jitter", "random_erasing", "normalize", "early_stop")
 SUMMARY_COLUMNS = ("model", "paper_schedule", "devices", "data", "commands", "depth", "parameters", "runs", "seeds", "paper_error", "paper_mean_error", "best_error",
                    "mean_error", "std_error", "mean_minus_paper", "epochs", "mean_wall_minutes")
 
@@ -85,7 +87,7 @@ def find_runs(root: Path) -> Sweep:
             sweep.diverged.append(files.folder)
         elif result.get("status") in ("unfinished", "interrupted"):
             sweep.unfinished.append(files.folder)
-        elif result.get("status") == "finished" and is_finished_summary(result):
+        elif result.get("status") in COMPLETE and is_finished_summary(result):
             sweep.finished.setdefault(group_name(result), []).append({**result, "files": files})
         else:
             sweep.unreadable.append(files.folder)
@@ -94,18 +96,22 @@ def find_runs(root: Path) -> Sweep:
     return sweep
 
 
-def deviations(result: dict, names) -> list[str]:
-    """The settings among ``names`` in which a run differs from the paper's recipe, as name=value."""
-    paper = settings.parse_args(["--model", result["model"], "--precision", "fp32"])
-    settings.resolve_recipe(paper)
-    return [f"{name}={result['settings'].get(name)}" for name in names
-            if result["settings"].get(name) != getattr(paper, name)]
+def deviations(result: dict, names, recipe: str = "paper") -> list[str]:
+    """The settings among ``names`` in which a run differs from a preset (the paper's recipe unless
+    told), as name=value. A setting its summary lacks (an older version's) counts as the preset's."""
+    preset = settings.parse_args(["--model", result["model"], "--recipe", recipe, "--precision", "fp32"])
+    settings.resolve_model_and_warmup(preset)
+    saved = result["settings"]
+    return [f"{name}={saved.get(name)}" for name in names if saved.get(name, getattr(preset, name)) != getattr(preset, name)]
 
 
 def group_name(result: dict) -> str:
-    """Runs are averaged only with runs of the same settings (the seed aside): the model's name,
-    and the settings in which its runs differ from the paper's."""
-    differences = deviations(result, [name for name in settings.RESULT_SETTINGS if name not in ("model", "seed")])
+    """Runs are averaged only with runs of the same settings (the seed aside): the model's name, its
+    recipe where not the paper's, and the settings in which its runs differ from that recipe's."""
+    recipe = result["settings"].get("recipe", "paper")
+    recipe = recipe if isinstance(recipe, str) and recipe in PRESETS else "paper"  # another shows as a deviation
+    names = [name for name in settings.RESULT_SETTINGS if name not in ("model", "seed")]
+    differences = ([f"recipe={recipe}"] if recipe != "paper" else []) + deviations(result, names, recipe)
     return result["model"] + (f" [{', '.join(differences)}]" if differences else "")
 
 

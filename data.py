@@ -1,8 +1,9 @@
 """CIFAR-10: find or download it, read the standard python batches safely, serve batches on the device.
 
 The whole uint8 data set lives on the training device. Every training epoch draws one random
-permutation, and the paper's augmentation (pad 4, random 32x32 crop, horizontal flip) and the
-normalisation run as a few batched tensor operations: no PIL, no DataLoader, no worker processes.
+permutation, and the augmentation (augment.py: the paper's pad-4 crop and flip, and the
+options) and the normalisation run as a few batched tensor operations: no PIL, no DataLoader,
+no worker processes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from augment import Augmentation
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FOLDER = "cifar-10-batches-py"
@@ -24,7 +26,6 @@ ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 IMAGE_SHAPE = (3, 32, 32)
-PAD = 4  # pixels of zero padding around each image before the random crop (Sec. 4.2)
 
 
 class DataError(Exception):
@@ -218,15 +219,24 @@ class Cifar10:
     val: Optional[Split] = None
 
 
-def load_cifar10(folder: Path, val_size: int = 0, seed: int = 0) -> Cifar10:
-    """Train and test sets, with ``val_size`` training images held out (chosen by ``seed``)."""
+def held_out_count(val_size: float, train_count: int) -> int:
+    """``--val-size`` as a number of images: a count, or a fraction (0 < f < 1) of the training set."""
+    count = round(val_size * train_count) if isinstance(val_size, float) else val_size
+    if not 0 <= count < train_count or (isinstance(val_size, float) and count == 0):
+        raise DataError(f"--val-size must lie in 0..{train_count - 1}, or be a fraction that holds at least one image "
+                        f"out (the training set has {train_count} images), got {val_size}")
+    return count
+
+
+def load_cifar10(folder: Path, val_size: float = 0, seed: int = 0) -> Cifar10:
+    """Train and test sets, with ``val_size`` training images (a count, or a fraction of them)
+    held out, chosen by ``seed``."""
     train = Split(*read_split(folder, TRAIN_FILES))
     test = Split(*read_split(folder, TEST_FILES))
     for split, files in ((train, TRAIN_FILES), (test, TEST_FILES)):
         if len(split.labels) == 0:
             raise DataError(f"{folder}: {', '.join(files)} hold no images")
-    if not 0 <= val_size < len(train.labels):
-        raise DataError(f"--val-size must lie in 0..{len(train.labels) - 1} (the training set has {len(train.labels)} images), got {val_size}")
+    val_size = held_out_count(val_size, len(train.labels))
     if val_size == 0:
         return Cifar10(train, test)
     # The split depends only on the seed, never on the global random state.
@@ -298,29 +308,6 @@ class Normalization:
         return torch.addcmul(self.shift, images.float(), self.scale)
 
 
-def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = PAD) -> torch.Tensor:
-    """Pad each image by ``pad`` zeros, take a random crop of the original size, flip half of them.
-
-    One gather does crop and flip for the whole batch: output column j of a flipped image
-    reads padded column dx + (W - 1 - j).
-    """
-    batch, channels, height, width = images.shape
-    device = images.device
-    padded = F.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (batch, 1), device=device, generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (batch, 1), device=device, generator=generator)
-    flip = torch.rand(batch, 1, device=device, generator=generator) < 0.5
-    rows = dy + torch.arange(height, device=device)
-    columns = torch.arange(width, device=device)
-    columns = dx + torch.where(flip, width - 1 - columns, columns)
-    return padded[
-        torch.arange(batch, device=device)[:, None, None, None],
-        torch.arange(channels, device=device)[None, :, None, None],
-        rows[:, None, :, None],
-        columns[:, None, None, :],
-    ]
-
-
 class DeviceLoader:
     """Batches of normalised images from a uint8 split that lives on the device.
 
@@ -338,6 +325,7 @@ class DeviceLoader:
         train: bool,
         generator: Optional[torch.Generator] = None,
         memory_format: torch.memory_format = torch.contiguous_format,
+        augmentation: Augmentation = Augmentation(),
     ) -> None:
         if train and generator is None:
             raise ValueError("a training loader needs a generator for its shuffling and augmentation")
@@ -351,6 +339,7 @@ class DeviceLoader:
         self.train = train
         self.generator = generator
         self.memory_format = memory_format
+        self.augmentation = augmentation
 
     def __len__(self) -> int:
         count = len(self.labels)
@@ -365,6 +354,9 @@ class DeviceLoader:
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
             images = self.images[index]
             if self.train:
-                images = random_crop_flip(images, self.generator)
-            images = self.normalization(images).contiguous(memory_format=self.memory_format)
+                images = self.augmentation.on_pixels(images, self.generator)
+            images = self.normalization(images)
+            if self.train:
+                images = self.augmentation.on_normalized(images, self.generator)
+            images = images.contiguous(memory_format=self.memory_format)
             yield images, self.labels[index]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import data
+from augment import Augmentation, Mixing
 from recipe import WARMUP_CHECK_STEPS, Schedule
 from runtime import MEMORY_FORMAT, Runtime, StopSignals
 
@@ -23,8 +24,13 @@ PROGRESS_EVERY = 50  # steps between refreshes of the progress bar's numbers (ea
 
 
 def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torch.optim.Optimizer,
-                    schedule: Schedule, runtime: Runtime, stop: StopSignals, progress: Optional[tqdm]) -> dict:
-    """One pass over the training loader: the epoch's mean loss, accuracy (%), seconds and images/s."""
+                    schedule: Schedule, runtime: Runtime, stop: StopSignals, progress: Optional[tqdm],
+                    mixing: Optional[Mixing] = None, label_smoothing: float = 0.0) -> dict:
+    """One pass over the training loader: the epoch's mean loss, accuracy (%), seconds and images/s.
+
+    With MixUp/CutMix the loss is taken against the mixed (soft) targets, and an image counts as
+    right when the model predicts its dominant label (the one with the larger share).
+    """
     model.train()
     device = loader.device
     loss_sum = torch.zeros((), device=device)
@@ -36,9 +42,13 @@ def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torc
         stop.check()
         for group in optimizer.param_groups:
             group["lr"] = schedule.lr()
+        targets = labels
+        if mixing is not None and mixing.active:
+            images, targets = mixing(images, labels)
+            labels = targets.argmax(dim=1)
         with runtime.autocast():
             logits = model(images)
-            loss = F.cross_entropy(logits, labels)
+            loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -87,11 +97,11 @@ def eval_batch_size(device: torch.device) -> int:
     return 100 if device.type == "cpu" else 1000
 
 
-def train_loader(split: data.Split, batch_size: int, normalization: data.Normalization,
-                 generator: torch.Generator) -> data.DeviceLoader:
+def train_loader(split: data.Split, batch_size: int, normalization: data.Normalization, generator: torch.Generator,
+                 augmentation: Augmentation = Augmentation()) -> data.DeviceLoader:
     """Shuffled, augmented full batches on the generator's device."""
     return data.DeviceLoader(split, batch_size, normalization, generator.device, train=True, generator=generator,
-                             memory_format=MEMORY_FORMAT)
+                             memory_format=MEMORY_FORMAT, augmentation=augmentation)
 
 
 def eval_loader(split: data.Split, normalization: data.Normalization, device: torch.device) -> data.DeviceLoader:

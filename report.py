@@ -117,11 +117,10 @@ def plot_lr(history: list[dict], path: Path, title: str, schedule: Optional[dict
         ax.stairs(rates, [step / steps_per_epoch for step in range(len(rates) + 1)], baseline=None, linewidth=2)
         ax.set_ylabel("learning rate")
     else:
-        ax.stairs([row["lr"] for row in history], [history[0]["epoch"] - 1] + [row["epoch"] for row in history],
-                  baseline=None, linewidth=2)
+        rates = [row["lr"] for row in history]
+        ax.stairs(rates, [history[0]["epoch"] - 1] + [row["epoch"] for row in history], baseline=None, linewidth=2)
         ax.set_ylabel("learning rate at the start of the epoch")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(PLAIN_NUMBERS)
+    readable_log_axis(ax, rates)  # linear where cosine annealing reaches 0
     epoch_axis(ax, history[-1]["epoch"])
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title)
@@ -179,8 +178,10 @@ def run_schedule(files: RunFiles) -> tuple[Optional[dict], Optional[int]]:
     result = files.read_result() or {}
     schedule, steps_per_epoch = result.get("schedule"), result.get("steps_per_epoch")
     usable = (isinstance(schedule, dict) and isinstance(steps_per_epoch, int) and steps_per_epoch > 0
-              and all(isinstance(schedule.get(key), int) for key in ("step_count", "warmup_steps"))
-              and all(is_number(schedule.get(key)) for key in ("base_lr", "gamma"))
+              and all(isinstance(schedule.get(key), int)
+                      for key in ("step_count", "warmup_steps", "total_steps", "linear_warmup_steps"))
+              and is_number(schedule.get("base_lr")) and isinstance(schedule.get("cosine"), bool)
+              and (schedule["cosine"] or is_number(schedule.get("gamma")))
               and isinstance(schedule.get("milestone_steps"), list)
               and all(isinstance(step, int) for step in schedule["milestone_steps"]))
     return (schedule, steps_per_epoch) if usable else (None, None)

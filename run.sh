@@ -14,7 +14,7 @@
 #   EPOCHS       epochs per run [164]
 #   DATA_DIR     CIFAR-10 folder [data]
 #   RESULTS_DIR  results root [results]
-#   TRAIN_FLAGS  extra train.py flags, e.g. "--val-size 5000" or "--compile off" []
+#   TRAIN_FLAGS  extra train.py flags, e.g. "--val-size 5000", "--compile off", "--recipe modern" []
 #   GPUS         comma-separated GPU ids to run jobs on in parallel [unset: one job at a time]
 #   PYTHON       the interpreter [python]
 #

@@ -29,10 +29,12 @@ from typing import BinaryIO, Callable, Iterator, Optional, Sequence
 
 import torch
 
+from augment import Mixing
 from errors import UsageError
 
 TEMPORARY_SUFFIX = ".tmp"  # temporary files are .<name>.<random>.tmp beside the file they become
 LOCK_NAME = ".lock"  # holds the process id of the run that has the folder
+COMPLETE = ("finished", "early-stopped")  # the statuses of a run that ended as planned: its result is final
 CSV_SUFFIX, JSON_SUFFIX = "_results.csv", "_results.json"
 CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
                "epoch_seconds", "train_images_per_s")
@@ -213,9 +215,9 @@ class RunFiles:
         return result if isinstance(result, dict) else None
 
     def state(self) -> str:
-        """finished (its summary says so), resumable (it has a checkpoint) or new."""
+        """finished (its summary says it finished or stopped early), resumable (it has a checkpoint) or new."""
         result = self.read_result()
-        if result is not None and result.get("status") == "finished":
+        if result is not None and result.get("status") in COMPLETE:
             return "finished"
         return "resumable" if self.last.is_file() else "new"
 
@@ -280,8 +282,18 @@ def _is_best(value) -> bool:
 
 
 def _is_random_state(value) -> bool:
-    return isinstance(value, dict) and all(isinstance(value.get(key), torch.Tensor) and value[key].dtype == torch.uint8
-                                           for key in ("torch", "data"))
+    """The generators' states: torch's and the data's (uint8 tensors), and where mixing was
+    recorded, the state of its Python generator (which Random.setstate itself checks)."""
+    if not (isinstance(value, dict) and all(isinstance(value.get(key), torch.Tensor)
+                                            and value[key].dtype == torch.uint8 for key in ("torch", "data"))):
+        return False
+    if "mix" not in value:
+        return True
+    try:
+        Mixing(0, 0, 1, seed=0).load_state_dict(value["mix"])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def _is_schedule_state(value) -> bool:
@@ -329,6 +341,9 @@ def load_checkpoint(path: Path, model_name: Optional[str] = None, *, to_resume: 
     if to_resume and len(checkpoint["history"]) != checkpoint["epoch"]:
         raise UsageError(f"{path}: its history has {len(checkpoint['history'])} epochs, its epoch says "
                          f"{checkpoint['epoch']} (a damaged checkpoint)")
+    validated = bool(checkpoint["args"].get("val_size"))
+    if to_resume and any(({"val_loss", "val_acc"} <= row.keys()) != validated for row in checkpoint["history"]):
+        raise UsageError(f"{path}: its history's validation columns do not match its --val-size (a damaged checkpoint)")
     if model_name is not None and checkpoint["args"]["model"] != model_name:
         raise UsageError(f"{path} holds a {checkpoint['args']['model']}, not a {model_name}")
     return checkpoint
@@ -353,6 +368,9 @@ def summary_text(result: dict) -> str:
     lines = [f"model: {result['model']} ({result['parameters']:,} parameters)"]
     if result["status"] == "diverged":
         lines.append(f"DIVERGED: {result['diverged']}")
+    elif result["status"] == "early-stopped":
+        lines.append(f"EARLY-STOPPED after epoch {result['early_stopped']['epoch']} of {result['epochs']}: "
+                     f"{result['early_stopped']['reason']}")
     elif result["status"] != "finished":
         stopped = f", stopped by {result['stopped_by']}" if "stopped_by" in result else ""
         lines.append(f"{result['status'].upper()}: {result['epochs_done']} of {result['epochs']} epochs done{stopped}; "

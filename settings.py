@@ -15,15 +15,21 @@ from typing import Optional
 
 import data
 from errors import UsageError
-from recipe import warms_up
+from recipe import DEFAULT_STEP_SIZE, OPTIMIZERS, PRESETS, SCHEDULES, warms_up
 from resnet import MODELS
 from runtime import COMPILE_MIN_EPOCHS, Runtime
 
 MAX_SEED = 2**64 - 1  # torch.manual_seed and Generator.manual_seed take 64-bit seeds
 # What changes the numbers a run computes; --resume takes these from the checkpoint. The rest
 # (device, compile, determinism, paths) may differ between the parts of a run.
-RESULT_SETTINGS = ("model", "shortcut", "stem", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-                   "milestones", "gamma", "warmup", "normalize", "val_size", "seed", "precision")
+RESULT_SETTINGS = ("model", "shortcut", "stem", "recipe", "epochs", "batch_size", "optimizer", "lr", "momentum",
+                   "weight_decay", "schedule", "milestones", "step_size", "gamma", "warmup", "warmup_epochs",
+                   "label_smoothing", "mixup", "cutmix", "color_jitter", "random_erasing", "normalize", "val_size",
+                   "early_stop", "seed", "precision")
+# The settings the presets table shows, in this order.
+PRESET_TABLE_SETTINGS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+                         "milestones", "step_size", "gamma", "warmup", "warmup_epochs", "label_smoothing", "mixup", "cutmix",
+                         "color_jitter", "random_erasing", "normalize", "val_size", "early_stop", "precision")
 # Flags that say what to do this time, not how the run computes: never recorded as its settings.
 COMMAND_FLAGS = ("resume", "overwrite", "evaluate", "benchmark", "given", "command")
 
@@ -34,46 +40,99 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         raise UsageError(message)
 
+    def format_help(self) -> str:
+        """The flags, then the presets side by side (made only here: the table parses each preset)."""
+        self.epilog = "presets (--recipe NAME; every flag given overrides its preset's value):\n\n" + presets_table()
+        return super().format_help()
+
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """The command line, checked. A --recipe preset sets defaults only: every flag given wins."""
     parser = build_parser()
+    preset = PRESETS[parser.parse_args(argv).recipe]
+    parser.set_defaults(**preset.defaults)
     args = parser.parse_args(argv)
-    check_args(args)
     args.given = given_settings(argv)
+    if preset.warmup_share and "warmup_epochs" not in args.given:
+        args.warmup_epochs = round(preset.warmup_share * args.epochs, 6)
+    check_args(args)
     args.command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
     return args
 
 
+def count_or_fraction(text: str) -> float:
+    """--val-size: a whole number of images, or a fraction of the training set below 1."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # argparse turns a ValueError into "invalid count_or_fraction value"
+        if not 0 < value < 1:
+            raise argparse.ArgumentTypeError(f"{text} is neither a count of images nor a fraction between 0 and 1")
+        return value
+
+
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(description="Train a ResNet on CIFAR-10 with the paper's recipe.", allow_abbrev=False)
+    parser = OneLineParser(description="Train a ResNet on CIFAR-10 with the paper's recipe, or another preset.",
+                           formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=None, metavar="MODEL",
-                       help=f"architecture, one of: {', '.join(MODELS)}; default: ResNet20, or with --evaluate "
-                            "the checkpoint's")
+                       help=f"architecture, one of: {', '.join(MODELS)}; default: the preset's (ResNet20 for the "
+                            "paper), or with --evaluate the checkpoint's")
     model.add_argument("--shortcut", choices=("A", "B"), default=None,
                        help="shortcut option (ResNets only); default: A for the CIFAR nets, B for ResNet18-152")
     model.add_argument("--stem", choices=("cifar", "imagenet"), default=None,
                        help="stem of ResNet18-152; default: cifar (3x3 conv, no max-pool)")
 
-    schedule = parser.add_argument_group("schedule (the paper's SGD and step schedule)")
-    schedule.add_argument("--epochs", type=int, default=164, help="epochs (164 x 390 steps = the paper's 64k iterations) (default: %(default)s)")
-    schedule.add_argument("--batch-size", type=int, default=128, help="training batch size (default: %(default)s)")
-    schedule.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: %(default)s)")
-    schedule.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
-    schedule.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay (default: %(default)s)")
-    schedule.add_argument("--milestones", type=float, nargs="+", default=None,
-                          help="epochs at which the lr is multiplied by --gamma; default: 50%% and 75%% of --epochs")
-    schedule.add_argument("--gamma", type=float, default=0.1, help="lr factor at each milestone (default: %(default)s)")
-    schedule.add_argument("--warmup", choices=("auto", "on", "off"), default="auto",
-                          help="lr/10 until the training error is below 80%%; auto: on for ResNet110 and ResNet1202 (default: %(default)s)")
+    recipe = parser.add_argument_group("recipe (defaults: the paper's SGD and step schedule)")
+    recipe.add_argument("--recipe", choices=tuple(PRESETS), default="paper",
+                        help="a preset of the flags below (the table at the end) (default: %(default)s)")
+    recipe.add_argument("--epochs", type=int, default=164, help="epochs (164 x 390 steps = the paper's 64k iterations) (default: %(default)s)")
+    recipe.add_argument("--batch-size", type=int, default=128, help="training batch size (default: %(default)s)")
+    recipe.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                        help="sgd (with momentum), nesterov (SGD with Nesterov momentum), adamw, adagrad (default: %(default)s)")
+    recipe.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: %(default)s)")
+    recipe.add_argument("--momentum", type=float, default=0.9, help="momentum of sgd and nesterov (default: %(default)s)")
+    recipe.add_argument("--weight-decay", type=float, default=1e-4,
+                        help="L2 weight decay (decoupled for adamw) (default: %(default)s)")
+    recipe.add_argument("--schedule", choices=SCHEDULES, default="multistep",
+                        help="multistep: x --gamma at --milestones; step: x --gamma every --step-size epochs; "
+                             "cosine: down to 0 at the last step; all per step (default: %(default)s)")
+    recipe.add_argument("--milestones", type=float, nargs="+", default=None,
+                        help="epochs at which multistep multiplies the lr by --gamma; default: 50%% and 75%% of --epochs")
+    recipe.add_argument("--step-size", type=int, default=None,
+                        help=f"epochs between the drops of --schedule step; default: {DEFAULT_STEP_SIZE}")
+    recipe.add_argument("--gamma", type=float, default=0.1, help="lr factor at each drop (default: %(default)s)")
+    recipe.add_argument("--warmup", choices=("auto", "on", "off"), default="auto",
+                        help="the paper's warm-up: lr/10 until the training error is below 80%%; auto: on for "
+                             "ResNet110 and ResNet1202 without --warmup-epochs (default: %(default)s)")
+    recipe.add_argument("--warmup-epochs", type=float, default=0,
+                        help="a linear warm-up to --lr over this many epochs; 0: none (default: %(default)s)")
+    recipe.add_argument("--early-stop", type=int, default=None, metavar="PATIENCE",
+                        help="stop after PATIENCE epochs without a lower validation loss (needs --val-size); "
+                             "default: off")
+
+    regularisation = parser.add_argument_group("regularisation and augmentation (all off by default)")
+    regularisation.add_argument("--label-smoothing", type=float, default=0.0,
+                                help="label smoothing of the training loss (default: %(default)s)")
+    regularisation.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                                help="MixUp with lambda ~ Beta(ALPHA, ALPHA), one per batch (default: %(default)s)")
+    regularisation.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+                                help="CutMix with lambda ~ Beta(ALPHA, ALPHA); with --mixup too, one of the two per "
+                                     "batch at even odds (default: %(default)s)")
+    regularisation.add_argument("--color-jitter", type=float, default=0.0, metavar="STRENGTH",
+                                help="brightness, contrast and saturation factors in [1-S, 1+S] per image (default: %(default)s)")
+    regularisation.add_argument("--random-erasing", type=float, default=0.0, metavar="P",
+                                help="erase a random box of each image with probability P (default: %(default)s)")
 
     dataset = parser.add_argument_group("data")
     dataset.add_argument("--data-dir", type=Path, default=Path("data"), help=f"folder holding {data.FOLDER}/ (default: %(default)s)")
     dataset.add_argument("--normalize", choices=("pixel", "channel"), default="pixel",
                          help="pixel: subtract the per-pixel mean image (paper); channel: per-channel mean/std (default: %(default)s)")
-    dataset.add_argument("--val-size", type=int, default=0,
-                         help="training images held out for validation (the paper used 5000); 0: none (default: %(default)s)")
-    dataset.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order and the split (default: %(default)s)")
+    dataset.add_argument("--val-size", type=count_or_fraction, default=0,
+                         help="training images held out for validation, as a count (the paper used 5000) or a "
+                              "fraction (0.2); 0: none (default: %(default)s)")
+    dataset.add_argument("--seed", type=int, default=0,
+                         help="seed for initialisation, data order, augmentation and the split (default: %(default)s)")
 
     control = parser.add_argument_group("run control")
     control.add_argument("--device", default="auto",
@@ -107,38 +166,87 @@ def given_settings(argv: Optional[list[str]]) -> list[str]:
 
 
 def check_args(args: argparse.Namespace) -> None:
+    """Refuse what cannot run, in one line; fill in the defaults that depend on other settings."""
     if args.model is not None and args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; choose from: {', '.join(MODELS)}")
-    for name in ("epochs", "batch_size", "lr", "gamma"):
-        if not getattr(args, name) > 0 or not math.isfinite(getattr(args, name)):  # NaN fails every comparison
-            raise UsageError(f"--{name.replace('_', '-')} must be positive and finite, got {getattr(args, name)}")
-    for name in ("momentum", "weight_decay", "val_size"):
-        if not getattr(args, name) >= 0 or not math.isfinite(getattr(args, name)):
-            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more and finite, got {getattr(args, name)}")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise UsageError(f"--seed must lie in 0..{MAX_SEED} (what torch's generators take), got {args.seed}")
-    if args.milestones is None:
-        args.milestones = [0.5 * args.epochs, 0.75 * args.epochs]
-    if any(not 0 < m < args.epochs for m in args.milestones) or sorted(args.milestones) != args.milestones:
-        raise UsageError(f"--milestones must increase and lie strictly between 0 and --epochs ({args.epochs}), got {args.milestones}")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
-    if args.evaluate and args.resume:
-        raise UsageError("--evaluate and --resume exclude each other")
+    if args.evaluate and (args.resume or "recipe" in args.given):
+        raise UsageError(f"--evaluate and --{'resume' if args.resume else 'recipe'} exclude each other "
+                         "(an evaluation takes its settings from the checkpoint)")
     if args.model is None and not args.evaluate:
         args.model = "ResNet20"
+    check_ranges(args)
+    check_optimizer(args)
+    check_schedule(args)
+    if args.early_stop is not None and args.val_size == 0:
+        raise UsageError("--early-stop watches the validation loss: hold images out with --val-size (0.2, say)")
+
+
+def refuse_outside(args: argparse.Namespace, name: str, accepted, what: str) -> None:
+    value = getattr(args, name)
+    if not accepted(value) or (isinstance(value, float) and not math.isfinite(value)):  # NaN fails every comparison
+        raise UsageError(f"--{name.replace('_', '-')} must be {what}, got {value}")
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    for name in ("epochs", "batch_size", "lr", "gamma"):
+        refuse_outside(args, name, lambda value: value > 0, "positive and finite")
+    for name in ("momentum", "weight_decay", "val_size", "warmup_epochs", "mixup", "cutmix"):
+        refuse_outside(args, name, lambda value: value >= 0, "0 or more and finite")
+    for name in ("color_jitter", "random_erasing"):
+        refuse_outside(args, name, lambda value: 0 <= value <= 1, "between 0 and 1")
+    refuse_outside(args, "label_smoothing", lambda value: 0 <= value < 1, "at least 0 and below 1")
+    refuse_outside(args, "early_stop", lambda value: value is None or value > 0, "a positive number of epochs")
+    refuse_outside(args, "step_size", lambda value: value is None or value > 0, "a positive number of epochs")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must lie in 0..{MAX_SEED} (what torch's generators take), got {args.seed}")
+
+
+def check_optimizer(args: argparse.Namespace) -> None:
+    """Momentum belongs to SGD: given to another optimizer it is refused, left as a default it is
+    recorded as None (unused)."""
+    if args.optimizer in ("adamw", "adagrad"):
+        if "momentum" in args.given:
+            raise UsageError(f"--momentum applies to sgd and nesterov, not to --optimizer {args.optimizer}")
+        args.momentum = None
+    elif args.optimizer == "nesterov" and args.momentum == 0:
+        raise UsageError("--optimizer nesterov needs a --momentum above 0")
+
+
+def check_schedule(args: argparse.Namespace) -> None:
+    """The settings of the chosen schedule, filled in; those of the others are refused when given
+    and recorded as None (unused)."""
+    owners = {"milestones": "multistep", "step_size": "step", "gamma": "multistep or step"}
+    for name, owner in owners.items():
+        if args.schedule not in owner.split(" or "):
+            if name in args.given:
+                raise UsageError(f"--{name.replace('_', '-')} applies to --schedule {owner}, not {args.schedule}")
+            setattr(args, name, None)
+    if args.schedule == "step" and args.step_size is None:
+        args.step_size = DEFAULT_STEP_SIZE
+    if args.schedule == "multistep":
+        if args.milestones is None:
+            args.milestones = [0.5 * args.epochs, 0.75 * args.epochs]
+        if any(not 0 < m < args.epochs for m in args.milestones) or sorted(args.milestones) != args.milestones:
+            raise UsageError(f"--milestones must increase and lie strictly between 0 and --epochs ({args.epochs}), "
+                             f"got {args.milestones}")
+    if not args.warmup_epochs < args.epochs:
+        raise UsageError(f"--warmup-epochs must be below --epochs ({args.epochs}), got {args.warmup_epochs}")
+    if args.warmup == "on" and args.warmup_epochs:
+        raise UsageError("--warmup on and --warmup-epochs are two warm-ups: choose one")
 
 
 def resolve(args: argparse.Namespace, runtime: Runtime) -> None:
     """Replace "auto" and unset choices by what this run uses, so that its records and a later
     --resume see the values, not the words that chose them."""
-    resolve_recipe(args)
+    resolve_model_and_warmup(args)
     args.precision = runtime.precision
     args.compile = "on" if runtime.compiled else "off"
     args.device = str(runtime.device)
 
 
-def resolve_recipe(args: argparse.Namespace) -> None:
+def resolve_model_and_warmup(args: argparse.Namespace) -> None:
     """The warm-up ("on"/"off"), and the model's own default shortcut and stem where none was given."""
     args.warmup = "on" if warms_up(args) else "off"
     parameters = inspect.signature(MODELS[args.model]).parameters
@@ -150,6 +258,7 @@ def resolve_recipe(args: argparse.Namespace) -> None:
 def adopt(args: argparse.Namespace, saved: dict) -> None:
     """--resume: take every result-changing setting from the checkpoint's ``saved`` settings; one
     given on the command line with another value is refused (a resumed run would splice two runs)."""
+    check_saved(saved)
     for name in RESULT_SETTINGS:
         if name not in saved:
             continue
@@ -161,8 +270,49 @@ def adopt(args: argparse.Namespace, saved: dict) -> None:
         setattr(args, name, saved[name])
 
 
+def check_saved(saved: dict) -> None:
+    """Raise UsageError unless a checkpoint's settings are what this command line accepts: they are
+    written back into flags and parsed, so every check of a new run's flags applies, and each value
+    must come back unchanged (a string where a number belongs does not)."""
+    argv = []
+    for name in RESULT_SETTINGS:
+        value = saved.get(name)
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    try:
+        parsed = parse_args(argv)
+    except UsageError as error:
+        raise UsageError(f"the checkpoint's settings are not valid ({error}): a damaged or foreign checkpoint") from None
+    changed = [name for name in RESULT_SETTINGS if name in saved and saved[name] != getattr(parsed, name)]
+    if changed:
+        raise UsageError(f"the checkpoint's {changed[0]} is {saved[changed[0]]!r}, not what train.py writes "
+                         "(a damaged or foreign checkpoint)")
+
+
 def recorded(args: argparse.Namespace) -> dict:
     """The settings a run records (checkpoint, summary): every argument but the command flags, as
     strings, numbers and lists, which weights_only loading accepts."""
     return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
             if key not in COMMAND_FLAGS}
+
+
+def setting_text(value) -> str:
+    """A setting as the presets table shows it: numbers short, lists space-separated, None as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return " ".join(setting_text(item) for item in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def presets_table() -> str:
+    """Every preset's values side by side, as a Markdown table (in --help and in the README)."""
+    resolved = {name: parse_args(["--recipe", name]) for name in PRESETS}
+    rows = [["", *PRESETS], ["source", *(preset.source for preset in PRESETS.values())],
+            ["its source reports", *(preset.claim for preset in PRESETS.values())]]
+    rows += [[f"--{name.replace('_', '-')}", *(setting_text(getattr(args, name)) for args in resolved.values())]
+             for name in PRESET_TABLE_SETTINGS]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ import torch
 
 import data
 import engine
-from recipe import make_optimizer, make_schedule
+from recipe import make_augmentation, make_mixing, make_optimizer, make_schedule
 from runtime import Runtime, StopSignals, setup
 
 BENCHMARK_SECONDS = 5.0  # roughly how long training steps are timed (and, apart, evaluation)
@@ -37,7 +37,8 @@ def benchmark(args: argparse.Namespace) -> dict:
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     step_model = runtime.compile(model)
     optimizer = make_optimizer(model, args, runtime.device)
-    train_images = CIFAR_TRAIN_IMAGES - args.val_size
+    val_images = data.held_out_count(args.val_size, CIFAR_TRAIN_IMAGES)
+    train_images = CIFAR_TRAIN_IMAGES - val_images
     schedule = make_schedule(args, steps_per_epoch=train_images // args.batch_size)
     random_images = torch.Generator().manual_seed(args.seed)
     normalization = data.Normalization.fit(args.normalize, data.random_split(2 * args.batch_size, random_images).images)
@@ -45,11 +46,13 @@ def benchmark(args: argparse.Namespace) -> dict:
     eval_images = 10 * engine.eval_batch_size(runtime.device)
     test_loader = engine.eval_loader(data.random_split(eval_images, random_images), normalization, runtime.device)
     stop = StopSignals()  # not installed: Ctrl-C stops a benchmark at once
+    mixing = make_mixing(args, classes=len(data.CLASSES))
 
     def train_steps(steps: int) -> dict:
         loader = engine.train_loader(data.random_split(steps * args.batch_size, random_images), args.batch_size,
-                                     normalization, generator)
-        return engine.train_one_epoch(step_model, loader, optimizer, schedule, runtime, stop, progress=None)
+                                     normalization, generator, make_augmentation(args))
+        return engine.train_one_epoch(step_model, loader, optimizer, schedule, runtime, stop, None, mixing,
+                                      args.label_smoothing)
 
     start = time.perf_counter()
     train_steps(2)  # compilation, autotuning, allocator warm-up
@@ -65,15 +68,14 @@ def benchmark(args: argparse.Namespace) -> dict:
     eval_rate = evaluated / (time.perf_counter() - start)
 
     epoch_seconds = (train_images // args.batch_size * args.batch_size) / train_rate + CIFAR_TEST_IMAGES / eval_rate
-    if args.val_size:
-        epoch_seconds += args.val_size / eval_rate
+    epoch_seconds += val_images / eval_rate
     result = {"model": args.model, "device": runtime.describe(), "precision": runtime.precision,
               "compiled": runtime.compiled, "batch_size": args.batch_size, "train_steps_timed": steps,
               "train_images_per_s": train_rate, "eval_images_per_s": eval_rate, "warmup_seconds": warmup_seconds,
               "epoch_seconds": epoch_seconds, "projected_run_seconds": warmup_seconds + args.epochs * epoch_seconds,
               "peak_memory": peak_memory(runtime)}
     print(f"{args.model} on {result['device']}, {runtime.precision}, {'compiled' if runtime.compiled else 'eager'}, "
-          f"batch {args.batch_size}")
+          f"batch {args.batch_size}, recipe {args.recipe}")
     print(f"training:   {train_rate:,.0f} images/s ({steps} steps timed)")
     print(f"evaluation: {eval_rate:,.0f} images/s (batches of {engine.eval_batch_size(runtime.device)})")
     print(f"warm-up (compilation included): {warmup_seconds:.1f} s; peak memory: {result['peak_memory']}")

@@ -3,6 +3,7 @@
     python train.py --model ResNet56                     # 164 epochs, lr 0.1, drops at epochs 82 and 123
     python train.py --model ResNet110                    # warm-up at lr 0.01 until training error < 80%
     python train.py --model ResNet20 --val-size 5000     # the paper's 45k/5k split; best.pth picked on validation
+    python train.py --recipe modern                      # seed 003's recipe (recipe.py's PRESETS; see --help)
     python train.py --model ResNet20 --epochs 1          # a smoke test with the same schedule shape
     python train.py --model ResNet56 --resume            # continue from results/ResNet56/ResNet56_last.pth
     python train.py --model ResNet56 --benchmark         # images/s and the projected run time (speed.py)
@@ -36,9 +37,10 @@ import report
 import settings
 import speed
 from errors import Diverged, RunInterrupted, UsageError
-from recipe import check_optimizer_state, make_optimizer, make_schedule
+from recipe import (check_optimizer_state, early_stop_reason, make_augmentation, make_mixing, make_optimizer,
+                    make_schedule)
 from resnet import count_parameters, layer_response_std
-from runfiles import RunFiles, csv_row, link_atomically, load_checkpoint, summary_text
+from runfiles import COMPLETE, RunFiles, csv_row, link_atomically, load_checkpoint, summary_text
 from runtime import MEMORY_FORMAT, Runtime, StopSignals, setup
 from settings import parse_args
 
@@ -64,7 +66,9 @@ class Training:
         self.args, self.runtime, self.model, self.dataset = args, runtime, model, dataset
         self.normalization = data.Normalization.fit(args.normalize, dataset.train.images)
         self.generator = torch.Generator(device=runtime.device).manual_seed(args.seed)
-        self.train_loader = engine.train_loader(dataset.train, args.batch_size, self.normalization, self.generator)
+        self.train_loader = engine.train_loader(dataset.train, args.batch_size, self.normalization, self.generator,
+                                                make_augmentation(args))
+        self.mixing = make_mixing(args, classes=len(data.CLASSES))
         self.eval_loaders = {"test": engine.eval_loader(dataset.test, self.normalization, runtime.device)}
         if dataset.val is not None:
             self.eval_loaders["val"] = engine.eval_loader(dataset.val, self.normalization, runtime.device)
@@ -93,7 +97,8 @@ class Training:
         lr = self.schedule.lr()
         with progress_bar(self.steps_per_epoch, f"epoch {epoch}/{self.args.epochs}") as progress:
             row = {"epoch": epoch, **engine.train_one_epoch(self.step_model, self.train_loader, self.optimizer,
-                                                            self.schedule, self.runtime, stop, progress)}
+                                                            self.schedule, self.runtime, stop, progress, self.mixing,
+                                                            self.args.label_smoothing)}
         if not math.isfinite(row["train_loss"]):
             raise Diverged(f"the training loss became {row['train_loss']} in epoch {epoch}")
         if not all(torch.isfinite(tensor).all() for tensor in self.model.state_dict().values()
@@ -107,6 +112,16 @@ class Training:
         self.history.append(row)
         self.wall_seconds += time.perf_counter() - start
         return row
+
+    def ending(self) -> Optional[tuple[str, dict]]:
+        """How the run ends now, with what its summary should add: ("finished", {}) after its last
+        epoch, ("early-stopped", {...}) when --early-stop says so; None while it goes on."""
+        if self.epochs_done >= self.args.epochs:
+            return "finished", {}
+        reason = early_stop_reason(self.history, self.args.early_stop)
+        if reason is not None:
+            return "early-stopped", {"early_stopped": {"epoch": self.epochs_done, "reason": reason}}
+        return None
 
     def is_best(self, row: dict) -> bool:
         """Whether ``row`` is the best epoch so far on the selection split; records it if so."""
@@ -127,7 +142,7 @@ class Training:
             "history": self.history,
             "best": self.best,
             "normalization": {"mean": self.normalization.mean, "std": self.normalization.std},
-            "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state()},
+            "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state(), "mix": self.mixing.state_dict()},
             "wall_seconds": self.wall_seconds,
             # also in a file of its own for the figures; here so a resume can rebuild that file
             "test_predictions": self.test_predictions,
@@ -141,6 +156,8 @@ class Training:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.schedule.load_state_dict(checkpoint["scheduler"])
         self.generator.set_state(checkpoint["rng"]["data"])
+        if "mix" in checkpoint["rng"]:  # checkpoints from before MixUp/CutMix have none (and did not mix)
+            self.mixing.load_state_dict(checkpoint["rng"]["mix"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
         self.history, self.best = checkpoint["history"], checkpoint["best"]
         self.wall_seconds, self.test_predictions = checkpoint["wall_seconds"], checkpoint["test_predictions"]
@@ -150,7 +167,7 @@ class Training:
         result = {"model": self.args.model, "status": status, "parameters": count_parameters(self.model)}
         if self.history:
             # "final" only for a run that ended as planned; "latest" says the run may go on.
-            last, when = self.history[-1], "final" if status == "finished" else "latest"
+            last, when = self.history[-1], "final" if status in COMPLETE else "latest"
             result.update({f"{when}_test_acc": last["test_acc"], f"{when}_test_error": 100 - last["test_acc"]})
             if "val_acc" in last:
                 result[f"{when}_val_acc"] = last["val_acc"]
@@ -160,6 +177,7 @@ class Training:
             epochs_done=self.epochs_done,
             steps=self.schedule.step_count,
             steps_per_epoch=self.steps_per_epoch,
+            images={split: len(part.labels) for split, part in vars(self.dataset).items() if part is not None},
             schedule=self.schedule.state_dict(),  # the lr figure draws every step's rate from it
             wall_seconds=self.wall_seconds,
             device=self.runtime.describe(),
@@ -168,7 +186,7 @@ class Training:
             settings=settings.recorded(self.args),
             command=self.args.command,
         )
-        if status == "finished":
+        if status in COMPLETE:
             result["layer_response_std"] = self.layer_response_std()
         return result
 
@@ -215,10 +233,14 @@ def resume_command(args: argparse.Namespace) -> str:
 
 
 def start_line(training: Training) -> str:
-    args, runtime = training.args, training.runtime
+    args, runtime, schedule = training.args, training.runtime, training.schedule
+    drops = ("cosine" if args.schedule == "cosine" else
+             f"drops at steps {schedule.milestone_steps}" if schedule.milestone_steps else "no lr drop in this run")
+    warmup = ("error-triggered warm-up" if schedule.warming_up else
+              f"linear warm-up {schedule.config['linear_warmup_steps']} steps" if args.warmup_epochs else "no warm-up")
     return (f"{args.model}: {count_parameters(training.model):,} parameters, {len(training.dataset.train.labels)} "
-            f"training images, {training.steps_per_epoch} steps/epoch, milestones at steps "
-            f"{training.schedule.milestone_steps}, warm-up {'on' if training.schedule.warming_up else 'off'}, "
+            f"training images, {training.steps_per_epoch} steps/epoch, recipe {args.recipe} ({args.optimizer}, "
+            f"{drops}, {warmup}), "
             f"{runtime.describe()}, {runtime.precision}, {'compiled' if runtime.compiled else 'eager'}")
 
 
@@ -270,8 +292,10 @@ def run(args: argparse.Namespace) -> Optional[dict]:
     checkpoint = checkpoint_to_resume(args, files)
     if checkpoint is not None:
         settings.adopt(args, checkpoint["args"])
-        if checkpoint["epoch"] >= args.epochs and files.state() == "finished":
-            print(f"{files.folder}: this run finished its {args.epochs} epochs; nothing to do")
+        stopped_early = early_stop_reason(checkpoint["history"], args.early_stop)
+        if (checkpoint["epoch"] >= args.epochs or stopped_early) and files.state() == "finished":
+            done = f"stopped early: {stopped_early}" if stopped_early else f"finished its {args.epochs} epochs"
+            print(f"{files.folder}: this run {done}; nothing to do")
             return None
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     settings.resolve(args, runtime)
@@ -298,7 +322,7 @@ def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[d
     with StopSignals() as stop:
         print(start_line(training), flush=True)  # inside: a signal that follows this line is handled
         try:
-            while training.epochs_done < args.epochs:
+            while (ending := training.ending()) is None:
                 row = training.run_epoch(stop)
                 save_epoch(training, files, is_best=training.is_best(row))
                 print(epoch_line(row, args.epochs), flush=True)
@@ -311,7 +335,8 @@ def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[d
                     else "no epoch had finished")
             finish(training, files, "diverged", diverged=f"{divergence}; {kept}")
             raise Diverged(f"{divergence}; {kept}") from None
-    result = finish(training, files, "finished")
+    status, extra = ending
+    result = finish(training, files, status, **extra)
     print(summary_text(result), end="")
     print(f"figures in {files.plots}")
     return result

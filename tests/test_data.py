@@ -157,22 +157,6 @@ def test_per_channel_normalisation_gives_zero_mean_unit_std_per_channel(cifar):
     assert torch.allclose(normalized.std(dim=1), torch.ones(3), atol=1e-4)
 
 
-def test_random_crop_flip_gives_a_shifted_and_possibly_mirrored_copy_of_each_image():
-    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
-    out = data.random_crop_flip(images, torch.Generator().manual_seed(0))
-    assert out.shape == images.shape and out.dtype == torch.uint8
-    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
-    flips, shifts = 0, set()
-    for image, result in zip(padded, out):
-        candidates = [(dy, dx, flip) for dy in range(9) for dx in range(9) for flip in (False, True)
-                      if torch.equal(result, (lambda crop: crop.flip(2) if flip else crop)(image[:, dy:dy + 32, dx:dx + 32]))]
-        assert candidates, "an output is not a crop of its padded image"
-        flips += candidates[0][2]
-        shifts.add(candidates[0][:2])
-    assert 16 < flips < 48  # about half are mirrored
-    assert len(shifts) > 20  # offsets vary over the 9 x 9 choices
-
-
 def test_training_loader_shuffles_full_batches_and_evaluation_loader_covers_everything(cifar):
     dataset = data.load_cifar10(cifar)
     normalization = data.Normalization.per_pixel(dataset.train.images)

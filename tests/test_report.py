@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import evaluate
+import recipe
 import report
 import train
 
@@ -108,8 +109,7 @@ def history_of(losses, test_accs):
             for epoch, (loss, acc) in enumerate(zip(losses, test_accs), 1)]
 
 
-ONE_EPOCH_SCHEDULE = {"step_count": 10, "warmup_steps": 0, "warming_up": False, "milestone_steps": [5, 8],
-                      "base_lr": 0.1, "gamma": 0.1}
+ONE_EPOCH_SCHEDULE = recipe.Schedule(0.1, 10, milestone_steps=[5, 8], gamma=0.1).state_dict() | {"step_count": 10}
 
 
 def test_a_one_epoch_run_shows_its_points_and_the_drops_inside_the_epoch(tmp_path):

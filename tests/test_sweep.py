@@ -114,7 +114,7 @@ def write_fake_run(folder, model, seed, error, epochs=2):
         writer.writeheader()
         writer.writerows(rows)
     paper = settings.parse_args(["--model", model, "--precision", "fp32", "--seed", str(seed)])
-    settings.resolve_recipe(paper)
+    settings.resolve_model_and_warmup(paper)
     run = {"model": model, "status": "finished", "parameters": 1_727_962, "final_test_error": error, "final_test_acc": 100 - error,
            "epochs": epochs, "steps_per_epoch": 390, "wall_seconds": 60.0 * seed, "settings": settings.recorded(paper),
            "layer_response_std": [1.0, 0.5, 0.25], "device": "cpu (2 threads)", "command": paper.command}
