@@ -6,7 +6,8 @@ model and settings, against Table 6, and the paper's Figures 6 and 7 redrawn fro
 writes into results/: summary.md and summary.csv (Table 6 side by side, each row naming its
 devices, data and commands, rows not at the paper's recipe marked), depth_vs_error.png,
 figure6.png (training and test error against iterations) and figure7.png (3x3 layer response std).
-Runs are averaged only with runs of the same settings.
+Runs are averaged only with runs of the same settings. CIFAR-100 runs get a report of their own,
+the same files named *-cifar100 (summary-cifar100.md, ...), against the published CIFAR-100 errors.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from matplotlib import colormaps
@@ -25,6 +27,7 @@ from matplotlib.ticker import MaxNLocator
 import settings
 from report import ReportError, save_figure
 from resnet import MODELS
+from data import SOURCES as DATA_SOURCES
 from recipe import PRESETS
 from runfiles import COMPLETE, RunFiles, csv_text, is_number, write_text
 from sweep import SWEEP_MODELS
@@ -33,14 +36,21 @@ from sweep import SWEEP_MODELS
 PAPER_ERROR = {"ResNet20": 8.75, "ResNet32": 7.51, "ResNet44": 7.17, "ResNet56": 6.97, "ResNet110": 6.43,
                "ResNet1202": 7.93}
 PAPER_MEAN_ERROR = {"ResNet110": (6.61, 0.16)}
-# Other published CIFAR-10 test errors (%): He et al. 2016b ("Identity Mappings") Table 3, median
-# of 5 runs; Xie et al. 2017 (ResNeXt) Table 7, mean of 10 runs.
-PUBLISHED_ERROR = {"PreActResNet110": (6.37, "2016b"), "PreActResNet164": (5.46, "2016b"),
-                   "PreActResNet1001": (4.92, "2016b"), "ResNeXt29_8x64d": (3.65, "Xie"),
-                   "ResNeXt29_16x64d": (3.58, "Xie")}
+# Other published test errors (%) by data set: He et al. 2016b ("Identity Mappings") Table 3,
+# median of 5 runs; Xie et al. 2017 (ResNeXt) Table 7, mean of 10 runs.
+PUBLISHED_ERROR = {
+    "cifar10": {"PreActResNet110": (6.37, "2016b"), "PreActResNet164": (5.46, "2016b"),
+                "PreActResNet1001": (4.92, "2016b"), "ResNeXt29_8x64d": (3.65, "Xie"), "ResNeXt29_16x64d": (3.58, "Xie")},
+    "cifar100": {"PreActResNet164": (24.33, "2016b"), "PreActResNet1001": (22.71, "2016b"),
+                 "ResNeXt29_8x64d": (17.77, "Xie"), "ResNeXt29_16x64d": (17.31, "Xie")},
+}
 SOURCES = {"2016b": "He et al. 2016b, Table 3 (median of 5)", "Xie": "Xie et al. 2017, Table 7 (mean of 10)"}
+# Published CIFAR-100 errors of nets this project does not build (the original, post-activation
+# bottleneck ResNets of 2016b's Table 3), for the reader.
+CIFAR100_OTHERS = "He et al. 2016b also give the original ResNet-164 25.16% and ResNet-1001 27.82% on CIFAR-100."
 # What seed 003 says it reached, not a paper's number and not checked by anyone here.
 SEED_CLAIMS = "Seed 003 claims about 95% accuracy for its PreActResNet and about 94% for ResNeXt29_8x64d (claims only)."
+SOURCE_NAMES = {name: source.name for name, source in DATA_SOURCES.items()}  # cifar100 -> CIFAR-100
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # the paper's CIFAR nets; ResNet18-152 are another family
 FIGURE6_PANELS = (
     ("plain nets", ("Plain20", "Plain32", "Plain44", "Plain56", "Plain110")),
@@ -72,6 +82,7 @@ def is_finished_summary(result: dict) -> bool:
             and all(isinstance(result.get(key), int) for key in ("parameters", "epochs", "steps_per_epoch"))
             and is_number(result.get("wall_seconds")) and isinstance(result.get("settings"), dict)
             and isinstance(result["settings"].get("seed"), int)
+            and result["settings"].get("dataset", "cifar10") in SOURCE_NAMES
             and (isinstance(result.get("layer_response_std"), list)
                  and all(is_number(std) for std in result["layer_response_std"])
                  or "layer_response_std" not in result))
@@ -110,7 +121,7 @@ def group_name(result: dict) -> str:
     recipe where not the paper's, and the settings in which its runs differ from that recipe's."""
     recipe = result["settings"].get("recipe", "paper")
     recipe = recipe if isinstance(recipe, str) and recipe in PRESETS else "paper"  # another shows as a deviation
-    names = [name for name in settings.RESULT_SETTINGS if name not in ("model", "seed")]
+    names = [name for name in settings.RESULT_SETTINGS if name not in ("model", "seed", "dataset")]  # one report each
     differences = ([f"recipe={recipe}"] if recipe != "paper" else []) + deviations(result, names, recipe)
     return result["model"] + (f" [{', '.join(differences)}]" if differences else "")
 
@@ -137,12 +148,24 @@ def depth_of(model: str) -> int:
     return int(re.search(r"\d+", model).group())
 
 
+def dataset_of(result: dict) -> str:
+    return result["settings"].get("dataset", "cifar10")
+
+
+def published_error(model: str, dataset: str) -> Optional[float]:
+    """The published test error of ``model`` on ``dataset``: Table 6 for the paper's nets on
+    CIFAR-10, else the other papers' tables; None where none is published."""
+    if dataset == "cifar10" and model in PAPER_ERROR:
+        return PAPER_ERROR[model]
+    return PUBLISHED_ERROR[dataset].get(model, (None,))[0]
+
+
 def summary_row(group: str, runs: list[dict]) -> dict:
     """One group's line of the comparison: its runs' final test errors against the paper."""
-    model = runs[0]["model"]
+    model, dataset = runs[0]["model"], dataset_of(runs[0])
     errors = np.array([run["final_test_error"] for run in runs])
-    paper = PAPER_ERROR.get(model, PUBLISHED_ERROR.get(model, (None,))[0])
-    paper_mean = PAPER_MEAN_ERROR[model][0] if model in PAPER_MEAN_ERROR else None
+    paper = published_error(model, dataset)
+    paper_mean = PAPER_MEAN_ERROR[model][0] if model in PAPER_MEAN_ERROR and dataset == "cifar10" else None
     reference = paper_mean if paper_mean is not None else paper
     mean = float(errors.mean())
     return {
@@ -171,10 +194,12 @@ def number(value, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path], diverged: list[Path],
-                     unreadable: list[Path]) -> str:
+def summary_markdown(rows: list[dict], dataset: str, missing: list[str], unfinished: list[Path],
+                     diverged: list[Path], unreadable: list[Path]) -> str:
+    title = ("# Reproduction of He et al. 2016, Table 6 (CIFAR-10 test error, %)" if dataset == "cifar10" else
+             f"# {SOURCE_NAMES[dataset]} test error (%), against the published numbers")
     lines = [
-        "# Reproduction of He et al. 2016, Table 6 (CIFAR-10 test error, %)",
+        title,
         "",
         "Errors are of the **final** model of each run (no epoch picked on the test set). Best and",
         "mean ± sample std are over the runs (seeds) found; the paper gives best (mean ± std of 5 runs)",
@@ -188,8 +213,8 @@ def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path
     for row in rows:
         model = row["model"].split()[0]
         paper = number(row["paper_error"]) or "–"
-        if model in PUBLISHED_ERROR:
-            paper += f" ({SOURCES[PUBLISHED_ERROR[model][1]].split(',')[0]})"
+        if model in PUBLISHED_ERROR[dataset] and not (dataset == "cifar10" and model in PAPER_ERROR):
+            paper += f" ({SOURCES[PUBLISHED_ERROR[dataset][model][1]].split(',')[0]})"
         if row["paper_mean_error"] is not None:
             paper += f" ({row['paper_mean_error']:.2f}±{PAPER_MEAN_ERROR[row['model'].split()[0]][1]:.2f})"
         spread = f"{row['mean_error']:.2f}" + (f" ± {row['std_error']:.2f}" if row["std_error"] is not None else "")
@@ -202,7 +227,7 @@ def summary_markdown(rows: list[dict], missing: list[str], unfinished: list[Path
         lines += ["† Not the paper's recipe (the differences are in brackets): not comparable with the paper's "
                   "numbers.", ""]
     lines += [f"- {row['model']}: device {row['devices']}; data {row['data']}; `{row['commands']}`" for row in rows]
-    lines += ["", SEED_CLAIMS, ""]
+    lines += ["", SEED_CLAIMS if dataset == "cifar10" else CIFAR100_OTHERS, ""]
     if missing:
         lines.append(f"Not run yet (of run.sh's default list): {', '.join(missing)}.")
     for folder in unfinished:
@@ -232,7 +257,7 @@ def recipe_caveat(runs: dict[str, list[dict]]) -> str:
     return ""
 
 
-def plot_depth_vs_error(runs: dict[str, list[dict]], path: Path) -> Figure:
+def plot_depth_vs_error(runs: dict[str, list[dict]], path: Path, dataset: str = "cifar10") -> Figure:
     """Final test error against depth: each run a dot in its model's colour, each family's mean a
     black line (ResNets solid, plain nets dashed); the paper's ResNets as crosses."""
     fig = Figure(figsize=(7, 4.5))
@@ -247,19 +272,24 @@ def plot_depth_vs_error(runs: dict[str, list[dict]], path: Path) -> Figure:
         for model in models:
             errors = [run["final_test_error"] for run in runs[model]]
             ax.scatter([depth_of(model)] * len(errors), errors, color=model_colour(model), s=24, label=model, zorder=3)
-    ax.plot([depth_of(m) for m in PAPER_ERROR], list(PAPER_ERROR.values()), "x:", color="grey", label="ResNet (paper)")
+    if dataset == "cifar10":
+        ax.plot([depth_of(m) for m in PAPER_ERROR], list(PAPER_ERROR.values()), "x:", color="grey",
+                label="ResNet (paper)")
     ax.set_xscale("log")
     ax.set_xticks(CIFAR_DEPTHS, labels=[str(depth) for depth in CIFAR_DEPTHS])
     ax.set_xlabel("depth (layers)")
     ax.set_ylabel("final test error (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("CIFAR-10 test error against depth" + recipe_caveat(runs))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        no_runs_note(ax, ["the paper's ResNets or plain nets"])
+    ax.set_title(f"{SOURCE_NAMES[dataset]} test error against depth" + recipe_caveat(runs))
     save_figure(fig, path)
     return fig
 
 
-def plot_figure6(runs: dict[str, list[dict]], path: Path) -> Figure:
+def plot_figure6(runs: dict[str, list[dict]], path: Path, dataset: str = "cifar10") -> Figure:
     """The paper's Figure 6: training (dashed) and test (bold) error against iterations, first seed of each."""
     fig = Figure(figsize=(16, 4.5))
     axes = fig.subplots(1, 3, sharey=True)
@@ -289,7 +319,7 @@ def plot_figure6(runs: dict[str, list[dict]], path: Path) -> Figure:
     axes[0].set_ylabel("error (%)")
     if final_errors and max(final_errors) < 20:
         axes[0].set_ylim(0, 20)  # the paper's range; the first epochs' high errors run off the top
-    fig.suptitle("Figure 6: training and test error" + recipe_caveat(runs))
+    fig.suptitle(f"Figure 6: training and test error ({SOURCE_NAMES[dataset]})" + recipe_caveat(runs))
     save_figure(fig, path)
     return fig
 
@@ -325,20 +355,33 @@ def plot_figure7(runs: dict[str, list[dict]], path: Path) -> Figure:
 
 
 def write_sweep_report(root: Path) -> list[Path]:
-    """summary.md, summary.csv, depth_vs_error.png, figure6.png and figure7.png in ``root``."""
+    """summary.md, summary.csv, depth_vs_error.png, figure6.png and figure7.png in ``root`` for the
+    CIFAR-10 runs; the same names with -cifar100 for the CIFAR-100 runs."""
     sweep = find_runs(root)
     if not sweep.finished:
         raise ReportError(f"no finished runs (<Model>_results.json) under {root}")
-    rows = [summary_row(group, sweep.finished[group]) for group in model_order(sweep.finished)]
-    runs = runs_by_model(sweep.finished)
+    by_dataset: dict[str, dict[str, list[dict]]] = {}
+    for group, runs in sweep.finished.items():
+        by_dataset.setdefault(dataset_of(runs[0]), {})[group] = runs
+    outputs = []
+    for dataset, groups in sorted(by_dataset.items()):
+        outputs += write_dataset_report(Path(root), dataset, groups, sweep)
+    return outputs
+
+
+def write_dataset_report(root: Path, dataset: str, groups: dict[str, list[dict]], sweep: Sweep) -> list[Path]:
+    rows = [summary_row(group, groups[group]) for group in model_order(groups)]
+    runs = runs_by_model(groups)
     missing = [model for model in SWEEP_MODELS if model not in runs]
-    root = Path(root)
-    outputs = [root / name for name in ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")]
-    write_text(outputs[0], summary_markdown(rows, missing, sweep.unfinished, sweep.diverged, sweep.unreadable))
+    suffix = "" if dataset == "cifar10" else f"-{dataset}"
+    outputs = [root / f"{name}{suffix}{extension}" for name, extension in
+               (("summary", ".md"), ("summary", ".csv"), ("depth_vs_error", ".png"), ("figure6", ".png"),
+                ("figure7", ".png"))]
+    write_text(outputs[0], summary_markdown(rows, dataset, missing, sweep.unfinished, sweep.diverged, sweep.unreadable))
     write_text(outputs[1], csv_text(rows, SUMMARY_COLUMNS))
-    plot_depth_vs_error(runs, outputs[2])
-    plot_figure6(runs, outputs[3])
+    plot_depth_vs_error(runs, outputs[2], dataset)
+    plot_figure6(runs, outputs[3], dataset)
     plot_figure7(runs, outputs[4])
     if missing:
-        print(f"not run yet: {', '.join(missing)}")
+        print(f"{SOURCE_NAMES[dataset]}: not run yet: {', '.join(missing)}")
     return outputs

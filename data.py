@@ -1,4 +1,5 @@
-"""CIFAR-10: find or download it, read the standard python batches safely, serve batches on the device.
+"""CIFAR-10 and CIFAR-100: find or download them, read the standard python batches safely, serve
+batches on the device.
 
 The whole uint8 data set lives on the training device. Every training epoch draws one random
 permutation, and the augmentation (augment.py: the paper's pad-4 crop and flip, and the
@@ -19,40 +20,64 @@ import torch
 
 from augment import Augmentation
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-FOLDER = "cifar-10-batches-py"
-ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
-TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_FILES = ("test_batch",)
 IMAGE_SHAPE = (3, 32, 32)
+ARCHIVE_SITE = "https://www.cs.toronto.edu/~kriz/"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One of the two data sets: its archive, and the layout of the folder the archive holds."""
+
+    name: str
+    folder: str
+    archive: str
+    md5: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: str
+    class_count: int
+    classes: tuple[str, ...] = ()  # the class names, where fixed; else read from meta_file's names_key
+    meta_file: str = ""
+    names_key: str = ""
+
+    @property
+    def url(self) -> str:
+        return ARCHIVE_SITE + self.archive
+
+
+CIFAR10 = Source("CIFAR-10", "cifar-10-batches-py", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+                 tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels", 10,
+                 classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"))
+CIFAR100 = Source("CIFAR-100", "cifar-100-python", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
+                  ("train",), ("test",), "fine_labels", 100, meta_file="meta", names_key="fine_label_names")
+SOURCES = {"cifar10": CIFAR10, "cifar100": CIFAR100}  # --dataset's choices
 
 
 class DataError(Exception):
     """A problem with the data that the user can fix; the message says what and where."""
 
 
-def find_or_download(root: Path) -> Path:
-    """The ``cifar-10-batches-py`` folder under ``root`` (or ``root`` itself, if it is that folder),
-    downloaded and extracted if missing."""
-    folder = Path(root) / FOLDER
+def find_or_download(root: Path, source: Source = CIFAR10) -> Path:
+    """The source's batches folder under ``root`` (or ``root`` itself, if it is that folder),
+    downloaded and extracted (its MD5 checked) if missing."""
+    folder = Path(root) / source.folder
     if folder.is_dir():
         return folder
-    if Path(root).name == FOLDER and Path(root).is_dir():  # --data-dir named the batches folder itself
+    if Path(root).name == source.folder and Path(root).is_dir():  # --data-dir named the batches folder itself
         return Path(root)
     # Imported here: only a missing data set needs the downloader.
     from torchvision.datasets.utils import download_and_extract_archive
 
     try:
-        download_and_extract_archive(ARCHIVE_URL, str(root), md5=ARCHIVE_MD5)
+        download_and_extract_archive(source.url, str(root), md5=source.md5)
     except Exception as error:  # any network or archive failure ends in the same advice
         raise DataError(
-            f"CIFAR-10 is not in {folder} and the download failed ({type(error).__name__}: {error}). "
-            f"Put cifar-10-python.tar.gz from {ARCHIVE_URL} in {root} (or its extracted {FOLDER}/ "
-            f"folder there), or point --data-dir at the folder that holds {FOLDER}/."
+            f"{source.name} is not in {folder} and the download failed ({type(error).__name__}: {error}). "
+            f"Put {source.archive} from {source.url} in {root} (or its extracted {source.folder}/ "
+            f"folder there), or point --data-dir at the folder that holds {source.folder}/."
         ) from None
     if not folder.is_dir():
-        raise DataError(f"the downloaded archive did not contain {FOLDER}/ (looked in {root})")
+        raise DataError(f"the downloaded archive did not contain {source.folder}/ (looked in {root})")
     return folder
 
 
@@ -162,45 +187,64 @@ class _BatchUnpickler(pickle.Unpickler):
         return self.ALLOWED[(module, name)]
 
 
-def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_pickle(path: Path, source: Source, keys: set[str]) -> dict:
+    """One of the source's pickled files, read with the allow-listed unpickler: a dict (bytes
+    keys turned into text) holding at least ``keys``."""
+    files = source.train_files + source.test_files + ((source.meta_file,) if source.meta_file else ())
+    try:
+        with open(path, "rb") as file:
+            # latin1 turns Python-2 strings into str and keeps numpy's raw bytes intact.
+            content = _with_arrays(_BatchUnpickler(file, encoding="latin1").load())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; a {source.name} folder holds {', '.join(files)}") from None
+    except Exception as error:
+        raise DataError(f"{path}: not a readable {source.name} file ({type(error).__name__}: {error})") from None
+    if not isinstance(content, dict):
+        raise DataError(f"{path}: expected a dict, found {type(content).__name__}")
+    content = {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in content.items()}
+    missing = keys - content.keys()
+    if missing:
+        raise DataError(f"{path}: missing the key(s) {sorted(missing)}")
+    return content
+
+
+def read_batch(path: Path, source: Source = CIFAR10) -> tuple[np.ndarray, np.ndarray]:
     """Images (N x 3 x 32 x 32 uint8) and labels (N int64) of one batch file, checked.
 
     Accepts both pickles of Python-2 strings (the original files) and of bytes keys; checksums
     are not required to match the originals, so any correct copy in this layout works.
     """
-    try:
-        with open(path, "rb") as file:
-            # latin1 turns Python-2 strings into str and keeps numpy's raw bytes intact.
-            batch = _with_arrays(_BatchUnpickler(file, encoding="latin1").load())
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing; a CIFAR-10 folder holds {', '.join(TRAIN_FILES + TEST_FILES)}") from None
-    except Exception as error:
-        raise DataError(f"{path}: not a readable CIFAR-10 batch ({type(error).__name__}: {error})") from None
-    if not isinstance(batch, dict):
-        raise DataError(f"{path}: expected a dict, found {type(batch).__name__}")
-    batch = {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in batch.items()}
-    missing = {"data", "labels"} - batch.keys()
-    if missing:
-        raise DataError(f"{path}: missing the key(s) {sorted(missing)}")
+    batch = read_pickle(path, source, {"data", source.label_key})
     data = batch["data"]
     try:
-        labels = np.asarray(batch["labels"])
+        labels = np.asarray(batch[source.label_key])
     except (TypeError, ValueError):  # ragged or otherwise not an array of numbers
-        raise DataError(f"{path}: 'labels' must be a list of integers") from None
+        raise DataError(f"{path}: {source.label_key!r} must be a list of integers") from None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
         raise DataError(f"{path}: 'data' must be an N x 3072 uint8 array, found {type(data).__name__} {shape}")
     # (an empty list reads as float64: no label is a non-integer there)
     if labels.shape != (len(data),) or (len(labels) and not np.issubdtype(labels.dtype, np.integer)):
-        raise DataError(f"{path}: 'labels' must be {len(data)} integers, found {labels.dtype} {labels.shape}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(CLASSES)):
-        raise DataError(f"{path}: labels must lie in 0..{len(CLASSES) - 1}, found {labels.min()}..{labels.max()}")
+        raise DataError(f"{path}: {source.label_key!r} must be {len(data)} integers, found {labels.dtype} {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= source.class_count):
+        raise DataError(f"{path}: labels must lie in 0..{source.class_count - 1}, found {labels.min()}..{labels.max()}")
     return data.reshape(-1, *IMAGE_SHAPE), labels.astype(np.int64)
 
 
-def read_split(folder: Path, files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def read_class_names(folder: Path, source: Source) -> tuple[str, ...]:
+    """The source's class names: fixed for CIFAR-10, read from the meta file for CIFAR-100."""
+    if source.classes:
+        return source.classes
+    path = Path(folder) / source.meta_file
+    names = read_pickle(path, source, {source.names_key})[source.names_key]
+    if not (isinstance(names, list) and len(names) == source.class_count and all(isinstance(n, str) for n in names)):
+        raise DataError(f"{path}: {source.names_key!r} must be a list of {source.class_count} names")
+    return tuple(names)
+
+
+def read_split(folder: Path, files: tuple[str, ...], source: Source = CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:
     """The concatenated images and labels of some batch files, as CPU tensors."""
-    parts = [read_batch(Path(folder) / name) for name in files]
+    parts = [read_batch(Path(folder) / name, source) for name in files]
     images = np.concatenate([images for images, _ in parts])
     labels = np.concatenate([labels for _, labels in parts])
     return torch.from_numpy(images), torch.from_numpy(labels)
@@ -213,9 +257,10 @@ class Split:
 
 
 @dataclass
-class Cifar10:
+class Dataset:
     train: Split
     test: Split
+    classes: tuple[str, ...]
     val: Optional[Split] = None
 
 
@@ -228,31 +273,33 @@ def held_out_count(val_size: float, train_count: int) -> int:
     return count
 
 
-def load_cifar10(folder: Path, val_size: float = 0, seed: int = 0) -> Cifar10:
-    """Train and test sets, with ``val_size`` training images (a count, or a fraction of them)
-    held out, chosen by ``seed``."""
-    train = Split(*read_split(folder, TRAIN_FILES))
-    test = Split(*read_split(folder, TEST_FILES))
-    for split, files in ((train, TRAIN_FILES), (test, TEST_FILES)):
+def load_dataset(folder: Path, source: Source = CIFAR10, val_size: float = 0, seed: int = 0) -> Dataset:
+    """Train and test sets and class names, with ``val_size`` training images (a count, or a
+    fraction of them) held out, chosen by ``seed``."""
+    train = Split(*read_split(folder, source.train_files, source))
+    test = Split(*read_split(folder, source.test_files, source))
+    classes = read_class_names(folder, source)
+    for split, files in ((train, source.train_files), (test, source.test_files)):
         if len(split.labels) == 0:
             raise DataError(f"{folder}: {', '.join(files)} hold no images")
     val_size = held_out_count(val_size, len(train.labels))
     if val_size == 0:
-        return Cifar10(train, test)
+        return Dataset(train, test, classes)
     # The split depends only on the seed, never on the global random state.
     order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))
     keep, held_out = order[val_size:], order[:val_size]
-    return Cifar10(
+    return Dataset(
         Split(train.images[keep], train.labels[keep]),
         test,
+        classes,
         Split(train.images[held_out], train.labels[held_out]),
     )
 
 
-def random_split(count: int, generator: torch.Generator) -> Split:
-    """Random images and labels of CIFAR-10's shapes, for benchmarks."""
+def random_split(count: int, classes: int, generator: torch.Generator) -> Split:
+    """Random images and labels of the data sets' shapes, for benchmarks."""
     images = torch.randint(0, 256, (count, *IMAGE_SHAPE), dtype=torch.uint8, generator=generator)
-    return Split(images, torch.randint(0, len(CLASSES), (count,), generator=generator))
+    return Split(images, torch.randint(0, classes, (count,), generator=generator))
 
 
 def pixel_moments(images: torch.Tensor, chunk: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ during a warm-up), so no step waits for the host. No files, no arguments: the ca
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -21,15 +21,18 @@ from recipe import WARMUP_CHECK_STEPS, Schedule
 from runtime import MEMORY_FORMAT, Runtime, StopSignals
 
 PROGRESS_EVERY = 50  # steps between refreshes of the progress bar's numbers (each costs a sync)
+LOSS_LOG_EVERY = 50  # steps between the training losses handed to log_loss (each costs a sync)
 
 
 def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torch.optim.Optimizer,
                     schedule: Schedule, runtime: Runtime, stop: StopSignals, progress: Optional[tqdm],
-                    mixing: Optional[Mixing] = None, label_smoothing: float = 0.0) -> dict:
+                    mixing: Optional[Mixing] = None, label_smoothing: float = 0.0,
+                    log_loss: Optional[Callable[[int, float], None]] = None) -> dict:
     """One pass over the training loader: the epoch's mean loss, accuracy (%), seconds and images/s.
 
     With MixUp/CutMix the loss is taken against the mixed (soft) targets, and an image counts as
     right when the model predicts its dominant label (the one with the larger share).
+    ``log_loss(step, loss)`` receives the batch loss every LOSS_LOG_EVERY steps of the run.
     """
     model.train()
     device = loader.device
@@ -53,6 +56,8 @@ def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torc
         loss.backward()
         optimizer.step()
         schedule.step()
+        if log_loss is not None and schedule.step_count % LOSS_LOG_EVERY == 0:
+            log_loss(schedule.step_count, loss.item())
 
         batch_correct = (logits.argmax(dim=1) == labels).sum()
         loss_sum += loss.detach() * len(labels)

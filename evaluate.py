@@ -20,8 +20,11 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     from sklearn.metrics import classification_report  # only evaluation needs scikit-learn
 
     path = Path(args.evaluate)
-    checkpoint = load_checkpoint(path, args.model, to_resume=False)
+    # The checkpoint's data set, unless --dataset names another: then it is refused.
+    checkpoint = load_checkpoint(path, args.model, to_resume=False,
+                                 dataset=args.dataset if "dataset" in args.given else None)
     settings = checkpoint["args"]
+    source = data.SOURCES[settings.get("dataset", "cifar10")]
     name = settings["model"]
     if name not in MODELS:
         raise UsageError(f"{path} holds an unknown model {name!r}")
@@ -31,24 +34,29 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
         raise UsageError(f"{path}: its weights do not fit a {name} (a damaged or foreign checkpoint)") from None
-    test = data.Split(*data.read_split(data.find_or_download(args.data_dir), data.TEST_FILES))
+    folder = data.find_or_download(args.data_dir, source)
+    test, classes = data.Split(*data.read_split(folder, source.test_files, source)), data.read_class_names(folder, source)
     normalization = data.Normalization(**checkpoint["normalization"])
     loader = engine.eval_loader(test, normalization, runtime.device)
     loss, accuracy, predictions = engine.evaluate(runtime.compile(model), loader, runtime)
 
     labels, predicted = test.labels.numpy(), predictions.numpy()
     per_class = {label: 100 * float((predicted[labels == index] == index).mean())
-                 for index, label in enumerate(data.CLASSES) if (labels == index).any()}
-    print(f"{path}: {name}, epoch {checkpoint['epoch']}, {runtime.describe()}, {runtime.precision}")
+                 for index, label in enumerate(classes) if (labels == index).any()}
+    print(f"{path}: {name} on {source.name}, epoch {checkpoint['epoch']}, {runtime.describe()}, {runtime.precision}")
     print(f"test accuracy: {accuracy:.2f}%  (error {100 - accuracy:.2f}%, loss {loss:.4f}, {len(labels)} images)")
-    print("per-class accuracy: " + ", ".join(f"{label} {value:.2f}%" for label, value in per_class.items()))
-    print(classification_report(labels, predicted, labels=range(len(data.CLASSES)), target_names=data.CLASSES,
+    print("per-class accuracy, worst first:")
+    for label, value in sorted(per_class.items(), key=lambda item: item[1]):
+        print(f"  {label:>{max(map(len, classes))}}  {value:6.2f}%")
+    print("most confused (true -> predicted: images): "
+          + ", ".join(f"{true} -> {guess}: {count}" for true, guess, count in report.most_confused(labels, predicted, classes)))
+    print(classification_report(labels, predicted, labels=range(len(classes)), target_names=classes,
                                 digits=4, zero_division=0))
     figure = path.parent / "plots" / f"{path.stem}_confusion_matrix.png"
     try:
         figure.parent.mkdir(exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot write the confusion matrix to {figure.parent} ({error.strerror or error})") from None
-    report.plot_confusion(labels, predicted, data.CLASSES, figure, f"{name} ({path.name})")
+    report.plot_confusion(labels, predicted, classes, figure, f"{name} ({path.name})")
     print(f"confusion matrix: {figure}")
     return {"model": name, "test_loss": loss, "test_acc": accuracy, "per_class_acc": per_class}

@@ -133,19 +133,43 @@ def confusion_counts(labels: np.ndarray, predictions: np.ndarray, classes: int) 
     return np.bincount(labels * classes + predictions, minlength=classes * classes).reshape(classes, classes)
 
 
+ANNOTATED_CLASSES = 20  # with more classes the cells are too small for numbers (CIFAR-100)
+CONFUSED_PAIRS = 10  # the pairs listed beside a confusion matrix too large to annotate
+
+
+def most_confused(labels: np.ndarray, predictions: np.ndarray, classes: Sequence[str],
+                  top: int = CONFUSED_PAIRS) -> list[tuple[str, str, int]]:
+    """The ``top`` (true, predicted) pairs of different classes with the most images, most first."""
+    counts = confusion_counts(labels, predictions, len(classes))
+    np.fill_diagonal(counts, 0)
+    order = np.argsort(-counts, axis=None, kind="stable")[:top]  # ties in class order
+    pairs = zip(*np.unravel_index(order, counts.shape))
+    return [(classes[true], classes[predicted], int(counts[true, predicted])) for true, predicted in pairs
+            if counts[true, predicted] > 0]
+
+
 def plot_confusion(labels: np.ndarray, predictions: np.ndarray, classes: Sequence[str], path: Path,
-                   title: str) -> None:
-    """Counts of true (rows) against predicted (columns) classes, annotated."""
+                   title: str) -> Figure:
+    """Counts of true (rows) against predicted (columns) classes: annotated for CIFAR-10; for more
+    classes than fit, no numbers in the cells and the most confused pairs listed beside them."""
     counts = confusion_counts(labels, predictions, len(classes))
     accuracy = 100 * np.trace(counts) / counts.sum()
-    fig = Figure(figsize=(9, 7.5))
-    ax = fig.subplots()
-    sns.heatmap(counts, annot=True, fmt="d", cmap="Blues", xticklabels=classes, yticklabels=classes, ax=ax,
+    many = len(classes) > ANNOTATED_CLASSES
+    fig = Figure(figsize=(17, 12) if many else (9, 7.5))
+    ax, pairs_ax = fig.subplots(1, 2, width_ratios=(4, 1)) if many else (fig.subplots(), None)
+    sns.heatmap(counts, annot=not many, fmt="d", cmap="Blues", xticklabels=classes, yticklabels=classes, ax=ax,
                 cbar_kws={"label": "images"})
+    if many:
+        ax.tick_params(labelsize=5)
+        pairs_ax.axis("off")
+        listed = [f"{true} -> {predicted}: {count}" for true, predicted, count in most_confused(labels, predictions, classes)]
+        pairs_ax.text(0, 1, "most confused (true -> predicted: images)\n\n" + "\n".join(listed), va="top", fontsize=10,
+                      transform=pairs_ax.transAxes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{title}: test accuracy {accuracy:.2f}%")
     save_figure(fig, path)
+    return fig
 
 
 def plot_predictions(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, classes: Sequence[str],

@@ -12,7 +12,8 @@
 #                ResNet18/34/50, ResNet1202 last]
 #   SEEDS        seeds; each run goes to RESULTS_DIR/seed<S>/<Model>/ [0]
 #   EPOCHS       epochs per run [164]
-#   DATA_DIR     CIFAR-10 folder [data]
+#   DATASET      cifar10 or cifar100; CIFAR-100 runs go to RESULTS_DIR/seed<S>/cifar100/<Model>/ [cifar10]
+#   DATA_DIR     the folder holding the data set's folder [data]
 #   RESULTS_DIR  results root [results]
 #   TRAIN_FLAGS  extra train.py flags, e.g. "--val-size 5000", "--compile off", "--recipe modern" []
 #   GPUS         comma-separated GPU ids to run jobs on in parallel [unset: one job at a time]
@@ -32,6 +33,7 @@ PYTHON=${PYTHON:-python}
 MODELS=${MODELS:-$("$PYTHON" sweep.py models)}
 SEEDS=${SEEDS:-0}
 EPOCHS=${EPOCHS:-164}
+DATASET=${DATASET:-cifar10}
 DATA_DIR=${DATA_DIR:-data}
 RESULTS_DIR=${RESULTS_DIR:-results}
 TRAIN_FLAGS=${TRAIN_FLAGS:-}
@@ -64,15 +66,15 @@ wait_for() {
 # Train one model with one seed, unless it already finished; resume it if it was interrupted.
 run_one() {
     local model=$1 seed=$2
-    local folder="$RESULTS_DIR/seed$seed/$model"
-    local log="$folder/train.log"
-    local state resume=() status=0
+    local folder log state resume=() status=0
+    folder=$("$PYTHON" sweep.py folder "$RESULTS_DIR/seed$seed" "$model" "$DATASET")
+    log="$folder/train.log"
     # In a GPU job's subshell the traps are reset, and stop_targets is the main shell's list of
     # jobs: set both again, for this job's train.py alone.
     trap 'on_signal 2' INT
     trap 'on_signal 15' TERM
     stop_targets=()
-    state=$("$PYTHON" sweep.py state "$RESULTS_DIR/seed$seed" "$model")
+    state=$("$PYTHON" sweep.py state "$RESULTS_DIR/seed$seed" "$model" "$DATASET")
     case $state in
         finished)  # train.py checks that the run's settings are the sweep's, then does nothing
             resume=(--resume) ;;
@@ -85,7 +87,7 @@ run_one() {
     [[ $stopping -ne 0 ]] && return 0
     mkdir -p "$folder"
     # shellcheck disable=SC2086  # TRAIN_FLAGS is a list of words
-    "$PYTHON" train.py --model "$model" --seed "$seed" --epochs "$EPOCHS" --data-dir "$DATA_DIR" \
+    "$PYTHON" train.py --model "$model" --seed "$seed" --epochs "$EPOCHS" --dataset "$DATASET" --data-dir "$DATA_DIR" \
         --results-dir "$RESULTS_DIR/seed$seed" "${resume[@]}" $TRAIN_FLAGS >> "$log" 2>&1 &
     stop_targets=($!)
     wait_for "$!" || status=$?

@@ -30,6 +30,7 @@ from typing import BinaryIO, Callable, Iterator, Optional, Sequence
 import torch
 
 from augment import Mixing
+from data import SOURCES
 from errors import UsageError
 
 TEMPORARY_SUFFIX = ".tmp"  # temporary files are .<name>.<random>.tmp beside the file they become
@@ -104,11 +105,13 @@ class RunFiles:
         self.json = self.folder / f"{model}{JSON_SUFFIX}"
         self.txt = self.folder / f"{model}_results.txt"
         self.plots = self.folder / "plots"
+        self.tensorboard = self.folder / "tensorboard"
 
     @classmethod
-    def of(cls, results_dir: Path, model: str) -> "RunFiles":
-        """Where train.py puts a run of ``model``: RESULTS_DIR/<model>/."""
-        return cls(Path(results_dir) / model, model)
+    def of(cls, results_dir: Path, model: str, dataset: str = "cifar10") -> "RunFiles":
+        """Where train.py puts a run of ``model``: RESULTS_DIR/<model>/ on CIFAR-10, and
+        RESULTS_DIR/cifar100/<model>/ on CIFAR-100, so that the two never share a folder."""
+        return cls(Path(results_dir) / ("" if dataset == "cifar10" else dataset) / model, model)
 
     @classmethod
     def in_folder(cls, folder: Path) -> Optional["RunFiles"]:
@@ -254,6 +257,7 @@ def _is_settings(value) -> bool:
     """The run's arguments, as far as building its model reads them."""
     return (isinstance(value, dict) and isinstance(value.get("model"), str)
             and value.get("shortcut") in (None, "A", "B") and value.get("stem") in (None, "cifar", "imagenet")
+            and value.get("dataset", "cifar10") in SOURCES
             and _is_count(value.get("seed", 0)) and value.get("seed", 0) < 2**64)
 
 
@@ -323,9 +327,11 @@ CHECKPOINT_FIELDS = {
 EVALUATION_FIELDS = ("model", "args", "epoch", "normalization")
 
 
-def load_checkpoint(path: Path, model_name: Optional[str] = None, *, to_resume: bool) -> dict:
+def load_checkpoint(path: Path, model_name: Optional[str] = None, *, to_resume: bool,
+                    dataset: Optional[str] = None) -> dict:
     """A checkpoint written by train.py, read without running any code from it, every field that
-    is used (all of them ``to_resume``) checked before anything uses it."""
+    is used (all of them ``to_resume``) checked before anything uses it; refused where it holds
+    another model than ``model_name``, or a run on another data set than ``dataset``."""
     if not Path(path).is_file():
         raise UsageError(f"no checkpoint at {path}")
     try:
@@ -346,6 +352,10 @@ def load_checkpoint(path: Path, model_name: Optional[str] = None, *, to_resume: 
         raise UsageError(f"{path}: its history's validation columns do not match its --val-size (a damaged checkpoint)")
     if model_name is not None and checkpoint["args"]["model"] != model_name:
         raise UsageError(f"{path} holds a {checkpoint['args']['model']}, not a {model_name}")
+    saved = checkpoint["args"].get("dataset", "cifar10")
+    if dataset is not None and saved != dataset:
+        raise UsageError(f"{path} holds a run on {SOURCES[saved].name}, not on {SOURCES[dataset].name}; "
+                         f"give --dataset {saved} to use it")
     return checkpoint
 
 

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from data import SOURCES
 from errors import RunInterrupted, UsageError
 from resnet import MODELS, build_model
 
@@ -77,12 +78,13 @@ def setup(args: argparse.Namespace, *, model: str, settings: dict, epochs: int) 
 
 
 def model_options(model: str, settings: dict) -> dict:
-    """The builder's keyword options that ``settings`` (arguments, as a dict) set."""
+    """The builder's keyword options that ``settings`` (arguments, as a dict) set, and the number
+    of classes of its data set."""
     options = {name: settings[name] for name in ("shortcut", "stem") if settings.get(name) is not None}
     refused = [name for name in options if name not in inspect.signature(MODELS[model]).parameters]
     if refused:
         raise UsageError(f"{model} takes no {' / '.join('--' + name for name in refused)} option")
-    return options
+    return {**options, "num_classes": SOURCES[settings.get("dataset", "cifar10")].class_count}
 
 
 def pick_device(name: str) -> torch.device:

@@ -22,7 +22,7 @@ from runtime import COMPILE_MIN_EPOCHS, Runtime
 MAX_SEED = 2**64 - 1  # torch.manual_seed and Generator.manual_seed take 64-bit seeds
 # What changes the numbers a run computes; --resume takes these from the checkpoint. The rest
 # (device, compile, determinism, paths) may differ between the parts of a run.
-RESULT_SETTINGS = ("model", "shortcut", "stem", "recipe", "epochs", "batch_size", "optimizer", "lr", "momentum",
+RESULT_SETTINGS = ("model", "shortcut", "stem", "dataset", "recipe", "epochs", "batch_size", "optimizer", "lr", "momentum",
                    "weight_decay", "schedule", "milestones", "step_size", "gamma", "warmup", "warmup_epochs",
                    "label_smoothing", "mixup", "cutmix", "color_jitter", "random_erasing", "normalize", "val_size",
                    "early_stop", "seed", "precision")
@@ -125,7 +125,11 @@ def build_parser() -> OneLineParser:
                                 help="erase a random box of each image with probability P (default: %(default)s)")
 
     dataset = parser.add_argument_group("data")
-    dataset.add_argument("--data-dir", type=Path, default=Path("data"), help=f"folder holding {data.FOLDER}/ (default: %(default)s)")
+    dataset.add_argument("--dataset", choices=tuple(data.SOURCES), default="cifar10",
+                         help="cifar10 (the paper's) or cifar100 (its 100 fine classes); a CIFAR-100 run goes to "
+                              "RESULTS_DIR/cifar100/<model>/ (default: %(default)s)")
+    dataset.add_argument("--data-dir", type=Path, default=Path("data"),
+                         help=f"folder holding {data.CIFAR10.folder}/ or {data.CIFAR100.folder}/ (default: %(default)s)")
     dataset.add_argument("--normalize", choices=("pixel", "channel"), default="pixel",
                          help="pixel: subtract the per-pixel mean image (paper); channel: per-channel mean/std (default: %(default)s)")
     dataset.add_argument("--val-size", type=count_or_fraction, default=0,
@@ -155,6 +159,8 @@ def build_parser() -> OneLineParser:
 
     output = parser.add_argument_group("output")
     output.add_argument("--results-dir", type=Path, default=Path("results"), help="results go to RESULTS_DIR/<model>/ (default: %(default)s)")
+    output.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard event files to RESULTS_DIR/<model>/tensorboard/")
     return parser
 
 

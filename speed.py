@@ -37,19 +37,21 @@ def benchmark(args: argparse.Namespace) -> dict:
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     step_model = runtime.compile(model)
     optimizer = make_optimizer(model, args, runtime.device)
+    classes = data.SOURCES[args.dataset].class_count
     val_images = data.held_out_count(args.val_size, CIFAR_TRAIN_IMAGES)
     train_images = CIFAR_TRAIN_IMAGES - val_images
     schedule = make_schedule(args, steps_per_epoch=train_images // args.batch_size)
     random_images = torch.Generator().manual_seed(args.seed)
-    normalization = data.Normalization.fit(args.normalize, data.random_split(2 * args.batch_size, random_images).images)
+    normalization = data.Normalization.fit(args.normalize,
+                                           data.random_split(2 * args.batch_size, classes, random_images).images)
     generator = torch.Generator(device=runtime.device).manual_seed(args.seed)
     eval_images = 10 * engine.eval_batch_size(runtime.device)
-    test_loader = engine.eval_loader(data.random_split(eval_images, random_images), normalization, runtime.device)
+    test_loader = engine.eval_loader(data.random_split(eval_images, classes, random_images), normalization, runtime.device)
     stop = StopSignals()  # not installed: Ctrl-C stops a benchmark at once
-    mixing = make_mixing(args, classes=len(data.CLASSES))
+    mixing = make_mixing(args, classes)
 
     def train_steps(steps: int) -> dict:
-        loader = engine.train_loader(data.random_split(steps * args.batch_size, random_images), args.batch_size,
+        loader = engine.train_loader(data.random_split(steps * args.batch_size, classes, random_images), args.batch_size,
                                      normalization, generator, make_augmentation(args))
         return engine.train_one_epoch(step_model, loader, optimizer, schedule, runtime, stop, None, mixing,
                                       args.label_smoothing)

@@ -43,6 +43,7 @@ from resnet import count_parameters, layer_response_std
 from runfiles import COMPLETE, RunFiles, csv_row, link_atomically, load_checkpoint, summary_text
 from runtime import MEMORY_FORMAT, Runtime, StopSignals, setup
 from settings import parse_args
+from tensorboard_log import TensorBoardLog
 
 FIGURE7_IMAGES = 1000  # test images on which a finished run measures its layer responses
 PREVIEW_IMAGES = 32  # test images shown in plots/predictions.png
@@ -62,13 +63,13 @@ class Training:
     """One run between epochs: data, model, optimizer, schedule, random generator and the record
     so far; ``state_dict`` is exactly what a checkpoint holds to resume it."""
 
-    def __init__(self, args: argparse.Namespace, runtime: Runtime, model: nn.Module, dataset: data.Cifar10) -> None:
+    def __init__(self, args: argparse.Namespace, runtime: Runtime, model: nn.Module, dataset: data.Dataset) -> None:
         self.args, self.runtime, self.model, self.dataset = args, runtime, model, dataset
         self.normalization = data.Normalization.fit(args.normalize, dataset.train.images)
         self.generator = torch.Generator(device=runtime.device).manual_seed(args.seed)
         self.train_loader = engine.train_loader(dataset.train, args.batch_size, self.normalization, self.generator,
                                                 make_augmentation(args))
-        self.mixing = make_mixing(args, classes=len(data.CLASSES))
+        self.mixing = make_mixing(args, classes=len(dataset.classes))
         self.eval_loaders = {"test": engine.eval_loader(dataset.test, self.normalization, runtime.device)}
         if dataset.val is not None:
             self.eval_loaders["val"] = engine.eval_loader(dataset.val, self.normalization, runtime.device)
@@ -81,7 +82,7 @@ class Training:
         self.best: Optional[dict] = None
         # What the figures need beside each epoch's predictions; the same every epoch. The images
         # are a copy: a slice would save the whole test set's storage.
-        self.test_preview = {"classes": list(data.CLASSES), "labels": dataset.test.labels.to(torch.uint8),
+        self.test_preview = {"classes": list(dataset.classes), "labels": dataset.test.labels.to(torch.uint8),
                              "sample_images": dataset.test.images[:PREVIEW_IMAGES].clone()}
         self.test_predictions: Optional[dict] = None  # the latest epoch's, for the figures
         self.wall_seconds = 0.0
@@ -90,7 +91,7 @@ class Training:
     def epochs_done(self) -> int:
         return len(self.history)
 
-    def run_epoch(self, stop: StopSignals) -> dict:
+    def run_epoch(self, stop: StopSignals, log: Optional[TensorBoardLog] = None) -> dict:
         """Train one epoch and evaluate; returns its CSV row. Raises Diverged on a NaN/inf loss."""
         epoch = self.epochs_done + 1
         start = time.perf_counter()
@@ -98,7 +99,8 @@ class Training:
         with progress_bar(self.steps_per_epoch, f"epoch {epoch}/{self.args.epochs}") as progress:
             row = {"epoch": epoch, **engine.train_one_epoch(self.step_model, self.train_loader, self.optimizer,
                                                             self.schedule, self.runtime, stop, progress, self.mixing,
-                                                            self.args.label_smoothing)}
+                                                            self.args.label_smoothing,
+                                                            log.training_loss if log is not None else None)}
         if not math.isfinite(row["train_loss"]):
             raise Diverged(f"the training loss became {row['train_loss']} in epoch {epoch}")
         if not all(torch.isfinite(tensor).all() for tensor in self.model.state_dict().values()
@@ -177,7 +179,8 @@ class Training:
             epochs_done=self.epochs_done,
             steps=self.schedule.step_count,
             steps_per_epoch=self.steps_per_epoch,
-            images={split: len(part.labels) for split, part in vars(self.dataset).items() if part is not None},
+            images={split: len(part.labels) for split, part in (("train", self.dataset.train), ("val", self.dataset.val),
+                                                                 ("test", self.dataset.test)) if part is not None},
             schedule=self.schedule.state_dict(),  # the lr figure draws every step's rate from it
             wall_seconds=self.wall_seconds,
             device=self.runtime.describe(),
@@ -219,7 +222,8 @@ def checkpoint_to_resume(args: argparse.Namespace, files: RunFiles) -> Optional[
         if not (source.exists() and source.samefile(files.last)):
             raise UsageError(f"{files.folder} already holds a run of {args.model}; resume {source} with another "
                              "--results-dir, or continue that run with --resume alone")
-    return None if source is None else load_checkpoint(source, args.model, to_resume=True)
+    # The data set names the folder, so a checkpoint of the other one is refused, not adopted.
+    return None if source is None else load_checkpoint(source, args.model, to_resume=True, dataset=args.dataset)
 
 
 def resume_command(args: argparse.Namespace) -> str:
@@ -288,7 +292,7 @@ def restore_files(training: Training, files: RunFiles, source: Path) -> None:
 
 def run(args: argparse.Namespace) -> Optional[dict]:
     """Train, or continue, one run; None when --resume finds it already finished."""
-    files = RunFiles.of(args.results_dir, args.model)
+    files = RunFiles.of(args.results_dir, args.model, args.dataset)
     checkpoint = checkpoint_to_resume(args, files)
     if checkpoint is not None:
         settings.adopt(args, checkpoint["args"])
@@ -300,14 +304,15 @@ def run(args: argparse.Namespace) -> Optional[dict]:
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     settings.resolve(args, runtime)
     # Every input is read and checked before the results folder is made: a failed start leaves none.
-    dataset = data.load_cifar10(data.find_or_download(args.data_dir), args.val_size, args.seed)
+    source = data.SOURCES[args.dataset]
+    dataset = data.load_dataset(data.find_or_download(args.data_dir, source), source, args.val_size, args.seed)
     files.make_writable()
     with files.locked():
         return run_locked(args, files, checkpoint, runtime, model, dataset)
 
 
 def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[dict], runtime: Runtime,
-               model: nn.Module, dataset: data.Cifar10) -> dict:
+               model: nn.Module, dataset: data.Dataset) -> dict:
     training = Training(args, runtime, model, dataset)
     if checkpoint is not None:
         try:
@@ -318,14 +323,29 @@ def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[d
     if checkpoint is not None:
         restore_files(training, files, checkpoint_path(args, files))
     files.write_result(training.result("unfinished"))  # from now on, the summary says where the run is
+    log = TensorBoardLog(files.tensorboard, training.schedule.step_count) if args.tensorboard else None
+    try:
+        result = train_until_done(training, files, log)
+    finally:
+        if log is not None:
+            log.close()
+    print(summary_text(result), end="")
+    print(f"figures in {files.plots}")
+    return result
 
+
+def train_until_done(training: Training, files: RunFiles, log: Optional[TensorBoardLog]) -> dict:
+    """Epochs until the run finishes or stops early; the files after each. An interruption or a
+    divergence is recorded (figures and summary) and raised on."""
     with StopSignals() as stop:
         print(start_line(training), flush=True)  # inside: a signal that follows this line is handled
         try:
             while (ending := training.ending()) is None:
-                row = training.run_epoch(stop)
+                row = training.run_epoch(stop, log)
+                if log is not None:  # before the checkpoint: a resume purges what lies beyond it
+                    log.epoch(row, training.schedule.step_count)
                 save_epoch(training, files, is_best=training.is_best(row))
-                print(epoch_line(row, args.epochs), flush=True)
+                print(epoch_line(row, training.args.epochs), flush=True)
         except RunInterrupted as interruption:
             finish(training, files, "interrupted", stopped_by=str(interruption))
             interruption.epochs_done = training.epochs_done
@@ -337,8 +357,8 @@ def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[d
             raise Diverged(f"{divergence}; {kept}") from None
     status, extra = ending
     result = finish(training, files, status, **extra)
-    print(summary_text(result), end="")
-    print(f"figures in {files.plots}")
+    if log is not None:
+        log.hparams(settings.recorded(training.args), result)
     return result
 
 

@@ -59,7 +59,7 @@ class PilCifar(Dataset):
         return self.transform(Image.fromarray(self.images[index])), self.labels[index]
 
 
-def classic_epochs(model_name: str, dataset: data.Cifar10, device: torch.device, epochs: int) -> list[float]:
+def classic_epochs(model_name: str, dataset: data.Dataset, device: torch.device, epochs: int) -> list[float]:
     """Seconds of each classic epoch; the first includes building the loaders and the model."""
     start = time.perf_counter()
     normalize = transforms.Normalize(CHANNEL_MEAN, CHANNEL_STD)
@@ -93,7 +93,7 @@ def classic_epochs(model_name: str, dataset: data.Cifar10, device: torch.device,
     return seconds
 
 
-def our_epochs(model_name: str, dataset: data.Cifar10, data_dir: Path, compile_: str, epochs: int) -> list[float]:
+def our_epochs(model_name: str, dataset: data.Dataset, data_dir: Path, compile_: str, epochs: int) -> list[float]:
     """Seconds of each epoch of train.py's own loop; the first includes set-up and compilation."""
     start = time.perf_counter()
     args = train.parse_args(["--model", model_name, "--data-dir", str(data_dir), "--compile", compile_])
@@ -112,14 +112,14 @@ def our_epochs(model_name: str, dataset: data.Cifar10, data_dir: Path, compile_:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help=f"folder holding {data.FOLDER}/")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help=f"folder holding {data.CIFAR10.folder}/")
     parser.add_argument("--models", nargs="+", default=["ResNet20", "ResNet56"])
     parser.add_argument("--epochs", type=int, default=3, help="epochs per pipeline; the steady state is epochs 2..N")
     parser.add_argument("--pipelines", nargs="+", default=["classic", "ours-eager", "ours"],
                         choices=["classic", "ours-eager", "ours"])
     args = parser.parse_args()
     device = pick_device("auto")
-    dataset = data.load_cifar10(data.find_or_download(args.data_dir))
+    dataset = data.load_dataset(data.find_or_download(args.data_dir))
     train_images = len(dataset.train.labels) // 128 * 128
     print(f"device: {describe_device(device)}; {args.epochs} epochs per pipeline", flush=True)
     for model_name in args.models:

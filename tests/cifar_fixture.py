@@ -1,43 +1,57 @@
-"""Tiny data sets in CIFAR-10's standard python layout, and train.py arguments to use them, for tests."""
+"""Tiny data sets in CIFAR-10's and CIFAR-100's standard python layouts, and train.py arguments to
+use them, for tests."""
 
 import pickle
 from pathlib import Path
 
 import numpy as np
 
-from data import FOLDER, TEST_FILES, TRAIN_FILES
+from data import CIFAR10, CIFAR100, Source
 
 
 def class_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Learnable images: each class has its own colour and a bright square in its own place."""
     count = len(labels)
     images = rng.integers(0, 60, size=(count, 3, 32, 32), dtype=np.int64)
-    colours = np.array([[(c * 37) % 200, (c * 91) % 200, (c * 53) % 200] for c in range(10)])
+    colours = np.array([[(c * 37) % 200, (c * 91) % 200, (c * 53) % 200] for c in range(int(labels.max()) + 1)])
     images += colours[labels][:, :, None, None]
     for index, label in enumerate(labels):
-        row, column = divmod(int(label), 5)
+        row, column = divmod(int(label) % 10, 5)
         images[index, :, 4 + 12 * row : 12 + 12 * row, 2 + 6 * column : 6 + 6 * column] = 255
     return images.clip(0, 255).astype(np.uint8).reshape(count, -1)
 
 
-def write_batch(path: Path, labels: np.ndarray, rng: np.random.Generator, bytes_keys: bool = False) -> None:
-    batch = {"batch_label": "tiny", "labels": labels.tolist(), "data": class_images(labels, rng),
-             "filenames": [f"{i}.png" for i in range(len(labels))]}
+def write_pickle(path: Path, content: dict, bytes_keys: bool = False) -> None:
     if bytes_keys:
-        batch = {key.encode(): value for key, value in batch.items()}
+        content = {key.encode(): value for key, value in content.items()}
     with open(path, "wb") as file:
-        pickle.dump(batch, file, protocol=2)
+        pickle.dump(content, file, protocol=2)
 
 
-def make_cifar(root: Path, per_batch: int = 64, test_size: int = 100, seed: int = 0, bytes_keys: bool = False) -> Path:
-    """Write ROOT/cifar-10-batches-py/ with balanced labels; returns ROOT."""
+def write_batch(path: Path, labels: np.ndarray, rng: np.random.Generator, bytes_keys: bool = False,
+                source: Source = CIFAR10) -> None:
+    batch = {"batch_label": "tiny", source.label_key: labels.tolist(), "data": class_images(labels, rng),
+             "filenames": [f"{i}.png" for i in range(len(labels))]}
+    if source is CIFAR100:
+        batch["coarse_labels"] = (labels // 5).tolist()
+    write_pickle(path, batch, bytes_keys)
+
+
+def make_cifar(root: Path, per_batch: int = 64, test_size: int = 100, seed: int = 0, bytes_keys: bool = False,
+               source: Source = CIFAR10) -> Path:
+    """Write ROOT/<the source's folder>/ with balanced labels (CIFAR-100's in one 'train' file of
+    5 x per_batch images, and its 'meta' with 100 fine names); returns ROOT."""
     rng = np.random.default_rng(seed)
-    folder = Path(root) / FOLDER
+    folder = Path(root) / source.folder
     folder.mkdir(parents=True, exist_ok=True)
-    for name in TRAIN_FILES:
-        write_batch(folder / name, rng.permutation(np.arange(per_batch) % 10), rng, bytes_keys)
-    for name in TEST_FILES:
-        write_batch(folder / name, rng.permutation(np.arange(test_size) % 10), rng, bytes_keys)
+    train_size = per_batch * 5 // len(source.train_files)
+    for name in source.train_files:
+        write_batch(folder / name, rng.permutation(np.arange(train_size) % source.class_count), rng, bytes_keys, source)
+    for name in source.test_files:
+        write_batch(folder / name, rng.permutation(np.arange(test_size) % source.class_count), rng, bytes_keys, source)
+    if source.meta_file:
+        names = [f"fine{index:02d}" for index in range(source.class_count)]
+        write_pickle(folder / source.meta_file, {source.names_key: names, "coarse_label_names": names[:20]}, bytes_keys)
     return Path(root)
 
 

@@ -13,7 +13,7 @@ from cifar_fixture import make_cifar, python2_style_batch, write_batch
 
 @pytest.fixture
 def cifar(tmp_path):
-    return make_cifar(tmp_path) / data.FOLDER
+    return make_cifar(tmp_path) / data.CIFAR10.folder
 
 
 def test_reads_latin1_and_bytes_style_pickles_alike(tmp_path):
@@ -28,7 +28,7 @@ def test_reads_latin1_and_bytes_style_pickles_alike(tmp_path):
 
 
 def test_load_cifar10_returns_every_image_with_its_label(cifar):
-    dataset = data.load_cifar10(cifar)
+    dataset = data.load_dataset(cifar)
     assert dataset.train.images.shape == (5 * 64, 3, 32, 32)
     assert dataset.test.images.shape == (100, 3, 32, 32)
     assert dataset.val is None
@@ -85,7 +85,7 @@ def test_a_forged_array_is_refused_before_numpy_builds_it(tmp_path, content, mes
 @pytest.mark.parametrize(
     "content,message",
     [
-        (b"not a pickle at all", "not a readable CIFAR-10 batch"),
+        (b"not a pickle at all", "not a readable CIFAR-10 file"),
         (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, [1, 2]]}), "'labels' must be a list of integers"),
         (pickle.dumps([1, 2, 3]), "expected a dict"),
         (pickle.dumps({"labels": [1]}), r"missing the key\(s\) \['data'\]"),
@@ -106,8 +106,8 @@ def test_malformed_batch_gets_an_error_naming_the_file(tmp_path, content, messag
 def test_truncated_batch_is_reported(cifar):
     path = cifar / "data_batch_2"
     path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(data.DataError, match="data_batch_2: not a readable CIFAR-10 batch"):
-        data.load_cifar10(cifar)
+    with pytest.raises(data.DataError, match="data_batch_2: not a readable CIFAR-10 file"):
+        data.load_dataset(cifar)
 
 
 def test_missing_folder_without_network_says_where_to_put_the_data(tmp_path, monkeypatch):
@@ -124,13 +124,13 @@ def test_missing_folder_without_network_says_where_to_put_the_data(tmp_path, mon
 
 
 def test_validation_split_is_disjoint_and_fixed_by_the_seed(cifar):
-    first = data.load_cifar10(cifar, val_size=40, seed=3)
-    again = data.load_cifar10(cifar, val_size=40, seed=3)
-    other = data.load_cifar10(cifar, val_size=40, seed=4)
+    first = data.load_dataset(cifar, val_size=40, seed=3)
+    again = data.load_dataset(cifar, val_size=40, seed=3)
+    other = data.load_dataset(cifar, val_size=40, seed=4)
     assert len(first.val.labels) == 40 and len(first.train.labels) == 5 * 64 - 40
     assert torch.equal(first.val.images, again.val.images)
     assert not torch.equal(first.val.images, other.val.images)
-    everything = data.load_cifar10(cifar)
+    everything = data.load_dataset(cifar)
     rows = lambda images: {bytes(image.numpy().tobytes()) for image in images}  # noqa: E731
     assert rows(first.train.images) | rows(first.val.images) == rows(everything.train.images)
     assert not rows(first.train.images) & rows(first.val.images)
@@ -138,11 +138,11 @@ def test_validation_split_is_disjoint_and_fixed_by_the_seed(cifar):
 
 def test_validation_split_larger_than_the_training_set_is_refused(cifar):
     with pytest.raises(data.DataError, match="--val-size must lie in 0..319"):
-        data.load_cifar10(cifar, val_size=320)
+        data.load_dataset(cifar, val_size=320)
 
 
 def test_per_pixel_normalisation_centres_every_pixel(cifar):
-    images = data.load_cifar10(cifar).train.images
+    images = data.load_dataset(cifar).train.images
     normalized = data.Normalization.per_pixel(images)(images)
     assert normalized.mean(dim=0).abs().max() < 1e-5
     # Subtraction only: the spread stays that of the raw pixels in [0, 1] units.
@@ -150,7 +150,7 @@ def test_per_pixel_normalisation_centres_every_pixel(cifar):
 
 
 def test_per_channel_normalisation_gives_zero_mean_unit_std_per_channel(cifar):
-    images = data.load_cifar10(cifar).train.images
+    images = data.load_dataset(cifar).train.images
     normalization = data.Normalization.per_channel(images)
     normalized = normalization(images).transpose(0, 1).reshape(3, -1)
     assert torch.allclose(normalized.mean(dim=1), torch.zeros(3), atol=1e-4)
@@ -158,7 +158,7 @@ def test_per_channel_normalisation_gives_zero_mean_unit_std_per_channel(cifar):
 
 
 def test_training_loader_shuffles_full_batches_and_evaluation_loader_covers_everything(cifar):
-    dataset = data.load_cifar10(cifar)
+    dataset = data.load_dataset(cifar)
     normalization = data.Normalization.per_pixel(dataset.train.images)
     cpu = torch.device("cpu")
     train = data.DeviceLoader(dataset.train, 48, normalization, cpu, True, torch.Generator().manual_seed(0))
@@ -177,7 +177,7 @@ def test_training_loader_shuffles_full_batches_and_evaluation_loader_covers_ever
 
 
 def test_batch_larger_than_the_training_set_is_refused(cifar):
-    dataset = data.load_cifar10(cifar)
+    dataset = data.load_dataset(cifar)
     normalization = data.Normalization.per_pixel(dataset.train.images)
     with pytest.raises(data.DataError, match="--batch-size 512 is larger than the training set"):
         data.DeviceLoader(dataset.train, 512, normalization, torch.device("cpu"), True, torch.Generator())
@@ -187,11 +187,11 @@ def test_batch_larger_than_the_training_set_is_refused(cifar):
                                              (None, "data_batch_1, data_batch_2, data_batch_3, data_batch_4, "
                                                     "data_batch_5 hold no images")])
 def test_an_empty_split_is_refused_when_loaded(tmp_path, emptied, message):
-    folder = make_cifar(tmp_path) / data.FOLDER
-    for name in [emptied] if emptied else data.TRAIN_FILES:
+    folder = make_cifar(tmp_path) / data.CIFAR10.folder
+    for name in [emptied] if emptied else data.CIFAR10.train_files:
         (folder / name).write_bytes(pickle.dumps({"data": np.zeros((0, 3072), np.uint8), "labels": []}, protocol=2))
     with pytest.raises(data.DataError, match=message):
-        data.load_cifar10(folder, val_size=10)
+        data.load_dataset(folder, val_size=10)
 
 
 def test_per_channel_normalisation_of_constant_images_is_refused():

@@ -72,7 +72,10 @@ def test_evaluation_reproduces_the_final_test_accuracy(two_epoch_run, data_dir, 
     # The tiny test set is balanced (10 images a class), so the class accuracies average to the total.
     assert np.mean(list(result["per_class_acc"].values())) == pytest.approx(result["test_acc"])
     out = capsys.readouterr().out
-    assert "per-class accuracy: airplane" in out and "precision" in out and "f1-score" in out
+    assert "precision" in out and "f1-score" in out and "most confused (true -> predicted: images)" in out
+    table = out.split("per-class accuracy, worst first:\n")[1].split("most confused")[0].splitlines()
+    accuracies = [float(line.split()[-1].rstrip("%")) for line in table]
+    assert len(table) == 10 and accuracies == sorted(accuracies) and "airplane" in "".join(table)
     assert_sensible_png(two_epoch_run / "plots" / "ResNet20_last_confusion_matrix.png")
     (two_epoch_run / "plots" / "ResNet20_last_confusion_matrix.png").unlink()  # leave the shared run as it was
 

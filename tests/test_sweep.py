@@ -104,8 +104,8 @@ def test_the_first_failing_run_stops_the_sweep_and_keeps_the_others(data_dir, tm
     assert not (tmp_path / "seed0" / "Plain20").exists()
 
 
-def write_fake_run(folder, model, seed, error, epochs=2):
-    """A finished run's CSV and JSON with a chosen final test error."""
+def write_fake_run(folder, model, seed, error, epochs=2, flags=()):
+    """A finished run's CSV and JSON with a chosen final test error (and train.py ``flags``)."""
     folder.mkdir(parents=True)
     rows = [{"epoch": e, "train_loss": 1.0, "train_acc": 100 - error - 1, "test_loss": 1.0, "test_acc": 100 - error,
              "lr": 0.1, "epoch_seconds": 1.0, "train_images_per_s": 1.0} for e in range(1, epochs + 1)]
@@ -113,7 +113,7 @@ def write_fake_run(folder, model, seed, error, epochs=2):
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    paper = settings.parse_args(["--model", model, "--precision", "fp32", "--seed", str(seed)])
+    paper = settings.parse_args(["--model", model, "--precision", "fp32", "--seed", str(seed), *flags])
     settings.resolve_model_and_warmup(paper)
     run = {"model": model, "status": "finished", "parameters": 1_727_962, "final_test_error": error, "final_test_acc": 100 - error,
            "epochs": epochs, "steps_per_epoch": 390, "wall_seconds": 60.0 * seed, "settings": settings.recorded(paper),

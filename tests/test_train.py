@@ -10,7 +10,7 @@ import engine
 import recipe
 import train
 from cifar_fixture import make_cifar, run_args
-from data import FOLDER
+from data import CIFAR10
 from resnet import build_model
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "train_images_per_s"]
@@ -145,9 +145,9 @@ def test_bad_input_is_one_clear_line_and_exit_status_2(data_dir, tmp_path, capsy
 
 def test_corrupted_batch_file_is_named_in_the_error(tmp_path, capsys):
     root = make_cifar(tmp_path / "data")
-    (root / FOLDER / "data_batch_4").write_bytes(b"\x80\x02garbage")
+    (root / CIFAR10.folder / "data_batch_4").write_bytes(b"\x80\x02garbage")
     assert train.main(run_args(root, tmp_path / "results", "--epochs", "1")) == 2
-    assert "data_batch_4: not a readable CIFAR-10 batch" in capsys.readouterr().err
+    assert "data_batch_4: not a readable CIFAR-10 file" in capsys.readouterr().err
 
 
 def test_missing_data_folder_is_one_clear_error(tmp_path, capsys, monkeypatch):
@@ -239,7 +239,7 @@ def test_a_failed_start_leaves_no_results_folder(tmp_path, monkeypatch):
 
 
 def test_data_dir_may_name_the_batches_folder_itself(data_dir, tmp_path):
-    assert train.main(run_args(data_dir / FOLDER, tmp_path, "--epochs", "1")) == 0
+    assert train.main(run_args(data_dir / CIFAR10.folder, tmp_path, "--epochs", "1")) == 0
 
 
 @pytest.mark.parametrize("model", ["PreActResNet164", "ResNeXt29_32x4d"])

@@ -1,0 +1,64 @@
+"""hubconf.py through torch.hub itself, loading from this repository's folder (source="local")."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import hubconf
+from resnet import MODELS, count_parameters
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def hub(name, **kwargs):
+    return torch.hub.load(str(ROOT), name, source="local", **kwargs)
+
+
+def test_every_model_is_a_hub_entry_point_with_a_docstring():
+    entries = [name for name in dir(hubconf) if callable(getattr(hubconf, name)) and name in MODELS]
+    assert entries == sorted(MODELS)
+    assert "weights" in hubconf.ResNet56.__doc__
+
+
+def test_an_untrained_model_takes_the_builder_s_options():
+    assert count_parameters(hub("ResNet20")) == 269_722
+    assert count_parameters(hub("ResNet20", shortcut="B")) == 272_474
+    assert hub("ResNet18", num_classes=100).fc.out_features == 100
+
+
+def test_a_checkpoint_s_weights_load_into_its_model_in_eval_mode(two_epoch_run):
+    model = hub("ResNet20", weights=str(two_epoch_run / "ResNet20_last.pth"))
+    saved = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)["model"]
+    assert not model.training
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in saved.items())
+
+
+@pytest.mark.parametrize("name,options,message", [
+    ("ResNet32", {}, "holds a ResNet20, not a ResNet32"),
+    ("ResNet20", {"num_classes": 100}, "holds a ResNet20 for 10 classes, not 100"),
+])
+def test_a_checkpoint_of_another_model_or_class_count_is_refused(two_epoch_run, name, options, message):
+    with pytest.raises(ValueError, match=message):
+        hub(name, weights=str(two_epoch_run / "ResNet20_last.pth"), **options)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+        hub("ResNet20", weights=str(tmp_path / "bad.pth"))
+
+
+def test_a_url_is_downloaded_once_into_torch_hub_s_cache(two_epoch_run, tmp_path, monkeypatch):
+    downloads = []
+
+    def download(url, destination):
+        downloads.append(url)
+        Path(destination).write_bytes((two_epoch_run / "ResNet20_last.pth").read_bytes())
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    url = "https://example.org/runs/ResNet20_last.pth"
+    for _ in range(2):
+        assert not hub("ResNet20", weights=url).training
+    assert downloads == [url] and (tmp_path / "checkpoints" / "ResNet20_last.pth").is_file()
