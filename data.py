@@ -361,6 +361,10 @@ class DeviceLoader:
     Training loaders shuffle, augment and drop the last partial batch, so every step has the
     same batch shape (compiled graphs never see a second shape); over many epochs each image
     is still seen equally often, because each epoch's permutation is fresh.
+
+    With ``shard=(rank, count)`` (several processes, one run) every process draws the same
+    permutation from ``generator`` and yields its own slice of each global batch, augmented with
+    its own ``augment_generator``; together the slices are the one-process batch.
     """
 
     def __init__(
@@ -373,11 +377,15 @@ class DeviceLoader:
         generator: Optional[torch.Generator] = None,
         memory_format: torch.memory_format = torch.contiguous_format,
         augmentation: Augmentation = Augmentation(),
+        shard: tuple[int, int] = (0, 1),
+        augment_generator: Optional[torch.Generator] = None,
     ) -> None:
         if train and generator is None:
             raise ValueError("a training loader needs a generator for its shuffling and augmentation")
         if train and batch_size > len(split.labels):
             raise DataError(f"--batch-size {batch_size} is larger than the training set ({len(split.labels)} images)")
+        if batch_size % shard[1]:
+            raise DataError(f"--batch-size {batch_size} (the global batch) does not divide among {shard[1]} processes")
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
@@ -387,6 +395,8 @@ class DeviceLoader:
         self.generator = generator
         self.memory_format = memory_format
         self.augmentation = augmentation
+        self.shard = shard
+        self.augment_generator = augment_generator or generator
 
     def __len__(self) -> int:
         count = len(self.labels)
@@ -397,13 +407,15 @@ class DeviceLoader:
             order = torch.randperm(len(self.labels), device=self.device, generator=self.generator)
         else:
             order = torch.arange(len(self.labels), device=self.device)
+        rank, count = self.shard
+        part = self.batch_size // count
         for step in range(len(self)):
-            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            index = order[step * self.batch_size : (step + 1) * self.batch_size][rank * part : (rank + 1) * part]
             images = self.images[index]
             if self.train:
-                images = self.augmentation.on_pixels(images, self.generator)
+                images = self.augmentation.on_pixels(images, self.augment_generator)
             images = self.normalization(images)
             if self.train:
-                images = self.augmentation.on_normalized(images, self.generator)
+                images = self.augmentation.on_normalized(images, self.augment_generator)
             images = images.contiguous(memory_format=self.memory_format)
             yield images, self.labels[index]

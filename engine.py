@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 import data
 from augment import Augmentation, Mixing
+from distributed import sum_over_processes
 from recipe import WARMUP_CHECK_STEPS, Schedule
 from runtime import MEMORY_FORMAT, Runtime, StopSignals
 
@@ -67,7 +68,8 @@ def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torc
             window_correct += batch_correct
             window_seen += len(labels)
             if step % WARMUP_CHECK_STEPS == 0 or step == len(loader):
-                schedule.observe_train_error(1 - window_correct.item() / window_seen)
+                sum_over_processes(window_correct)  # every process leaves the warm-up at the same step
+                schedule.observe_train_error(1 - window_correct.item() / (window_seen * runtime.processes.count))
                 window_correct.zero_()
                 window_seen = 0
         if progress is not None:
@@ -75,6 +77,8 @@ def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torc
             if step % PROGRESS_EVERY == 0 or step == len(loader):
                 progress.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%",
                                      img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
+    sum_over_processes(loss_sum, correct)
+    seen *= runtime.processes.count  # every process trained on a slice of the same size
     loss_value, accuracy = loss_sum.item() / seen, 100 * correct.item() / seen  # the epoch's one sync
     seconds = time.perf_counter() - start
     return {"train_loss": loss_value, "train_acc": accuracy, "epoch_seconds": seconds, "train_images_per_s": seen / seconds}
@@ -103,10 +107,12 @@ def eval_batch_size(device: torch.device) -> int:
 
 
 def train_loader(split: data.Split, batch_size: int, normalization: data.Normalization, generator: torch.Generator,
-                 augmentation: Augmentation = Augmentation()) -> data.DeviceLoader:
-    """Shuffled, augmented full batches on the generator's device."""
+                 augmentation: Augmentation = Augmentation(), shard: tuple[int, int] = (0, 1),
+                 augment_generator: Optional[torch.Generator] = None) -> data.DeviceLoader:
+    """Shuffled, augmented full batches on the generator's device (this process's slice of them)."""
     return data.DeviceLoader(split, batch_size, normalization, generator.device, train=True, generator=generator,
-                             memory_format=MEMORY_FORMAT, augmentation=augmentation)
+                             memory_format=MEMORY_FORMAT, augmentation=augmentation, shard=shard,
+                             augment_generator=augment_generator)
 
 
 def eval_loader(split: data.Split, normalization: data.Normalization, device: torch.device) -> data.DeviceLoader:

@@ -472,7 +472,8 @@ def response_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
     """
     layers, previous = [], None
     for module in model.modules():  # registration order, which is forward order here
-        if isinstance(module, nn.BatchNorm2d) and isinstance(previous, nn.Conv2d) and previous.kernel_size == (3, 3):
+        if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)) and isinstance(previous, nn.Conv2d) \
+                and previous.kernel_size == (3, 3):
             layers.append(module)
         previous = module
     return layers

@@ -8,8 +8,7 @@
 #   EPOCHS=1 MODELS="ResNet20 Plain20" RESULTS_DIR=results-quick ./run.sh   # a quick look, kept apart
 #
 # Settings from the environment (defaults in brackets):
-#   MODELS       models, in order [python sweep.py models: the paper's ResNets and plain nets,
-#                ResNet18/34/50, ResNet1202 last]
+#   MODELS       models, in order [the paper's ResNets and plain nets, ResNet18/34/50, ResNet1202 last]
 #   SEEDS        seeds; each run goes to RESULTS_DIR/seed<S>/<Model>/ [0]
 #   EPOCHS       epochs per run [164]
 #   DATASET      cifar10 or cifar100; CIFAR-100 runs go to RESULTS_DIR/seed<S>/cifar100/<Model>/ [cifar10]
@@ -19,7 +18,7 @@
 #   GPUS         comma-separated GPU ids to run jobs on in parallel [unset: one job at a time]
 #   PYTHON       the interpreter [python]
 #
-# What happens to each run is what `python sweep.py state` says of its folder: a finished run is
+# What happens to each run is what `python sweep.py run` says of its folder: a finished run is
 # skipped if its settings are the sweep's (train.py --resume checks, and refuses a run of other
 # settings in one line: the sweep then stops there); a resumable one (it has a checkpoint, and no
 # summary saying it finished: interrupted, or diverged, which fails again unless something
@@ -29,14 +28,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# The defaults live in sweep.py, which also builds each run's command, so run.sh and slurm.sh
+# cannot drift apart: every variable it lists and the environment leaves unset takes its default.
 PYTHON=${PYTHON:-python}
-MODELS=${MODELS:-$("$PYTHON" sweep.py models)}
-SEEDS=${SEEDS:-0}
-EPOCHS=${EPOCHS:-164}
-DATASET=${DATASET:-cifar10}
-DATA_DIR=${DATA_DIR:-data}
-RESULTS_DIR=${RESULTS_DIR:-results}
-TRAIN_FLAGS=${TRAIN_FLAGS:-}
+while IFS='=' read -r name value; do
+    [[ -n ${!name:-} ]] || printf -v "$name" '%s' "$value"
+    export "${name?}"
+done < <("$PYTHON" sweep.py defaults)
+: "${MODELS:?could not read the defaults of the sweep from $PYTHON sweep.py defaults}"
 GPUS=${GPUS:-}
 
 # Ctrl-C or SIGTERM stops the sweep cleanly: every running train.py gets SIGTERM, keeps its last
@@ -66,29 +65,26 @@ wait_for() {
 # Train one model with one seed, unless it already finished; resume it if it was interrupted.
 run_one() {
     local model=$1 seed=$2
-    local folder log state resume=() status=0
-    folder=$("$PYTHON" sweep.py folder "$RESULTS_DIR/seed$seed" "$model" "$DATASET")
+    local run=() folder log state status=0
+    mapfile -d '' -t run < <("$PYTHON" sweep.py run "$model" "$seed")
+    [[ ${#run[@]} -gt 2 ]] || { echo "run.sh: sweep.py run failed for $model seed $seed" >&2; return 1; }
+    state=${run[0]} folder=${run[1]}
     log="$folder/train.log"
     # In a GPU job's subshell the traps are reset, and stop_targets is the main shell's list of
     # jobs: set both again, for this job's train.py alone.
     trap 'on_signal 2' INT
     trap 'on_signal 15' TERM
     stop_targets=()
-    state=$("$PYTHON" sweep.py state "$RESULTS_DIR/seed$seed" "$model" "$DATASET")
     case $state in
-        finished)  # train.py checks that the run's settings are the sweep's, then does nothing
-            resume=(--resume) ;;
+        finished) ;;  # resumed: train.py checks that the run's settings are the sweep's, then does nothing
         resumable)
-            resume=(--resume)
             echo "resume $model seed $seed${CUDA_VISIBLE_DEVICES:+ on GPU $CUDA_VISIBLE_DEVICES} (log: $log)" ;;
         *)
             echo "train  $model seed $seed${CUDA_VISIBLE_DEVICES:+ on GPU $CUDA_VISIBLE_DEVICES} (log: $log)" ;;
     esac
     [[ $stopping -ne 0 ]] && return 0
     mkdir -p "$folder"
-    # shellcheck disable=SC2086  # TRAIN_FLAGS is a list of words
-    "$PYTHON" train.py --model "$model" --seed "$seed" --epochs "$EPOCHS" --dataset "$DATASET" --data-dir "$DATA_DIR" \
-        --results-dir "$RESULTS_DIR/seed$seed" "${resume[@]}" $TRAIN_FLAGS >> "$log" 2>&1 &
+    "$PYTHON" "${run[@]:2}" >> "$log" 2>&1 &
     stop_targets=($!)
     wait_for "$!" || status=$?
     stop_targets=()

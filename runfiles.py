@@ -291,6 +291,10 @@ def _is_random_state(value) -> bool:
     if not (isinstance(value, dict) and all(isinstance(value.get(key), torch.Tensor)
                                             and value[key].dtype == torch.uint8 for key in ("torch", "data"))):
         return False
+    augment = value.get("augment", [])  # one per process of a torchrun run
+    if not (isinstance(augment, list) and all(isinstance(state, torch.Tensor) and state.dtype == torch.uint8
+                                              for state in augment)):
+        return False
     if "mix" not in value:
         return True
     try:

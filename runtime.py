@@ -21,7 +21,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+import distributed
 from data import SOURCES
+from distributed import Processes
 from errors import RunInterrupted, UsageError
 from resnet import MODELS, build_model
 
@@ -38,6 +40,7 @@ class Runtime:
     device: torch.device
     precision: str  # "bf16" (autocast) or "fp32"
     compiled: bool
+    processes: Processes = Processes()
 
     def autocast(self):
         if self.precision == "bf16":
@@ -50,7 +53,8 @@ class Runtime:
         return torch.compile(model) if self.compiled else model
 
     def describe(self) -> str:
-        return describe_device(self.device)
+        count = self.processes.count
+        return describe_device(self.device) + (f" x {count} processes" if count > 1 else "")
 
 
 def describe_device(device: torch.device) -> str:
@@ -69,8 +73,11 @@ def setup(args: argparse.Namespace, *, model: str, settings: dict, epochs: int) 
 
     A bad choice fails here, before any data is read.
     """
-    device = pick_device(args.device)
-    runtime = Runtime(device, pick_precision(args.precision, device), use_compile(args.compile, epochs, device))
+    processes = distributed.from_environment()
+    device = pick_device(args.device, processes)
+    distributed.start(processes, device)
+    runtime = Runtime(device, pick_precision(args.precision, device), use_compile(args.compile, epochs, device),
+                      processes)
     options = model_options(model, settings)
     choose_kernels(deterministic=args.deterministic, device=device)
     torch.manual_seed(settings.get("seed", 0))  # the initial weights are the seed's
@@ -87,9 +94,12 @@ def model_options(model: str, settings: dict) -> dict:
     return {**options, "num_classes": SOURCES[settings.get("dataset", "cifar10")].class_count}
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto``: the machine's accelerator (CUDA, MPS, ...) if PyTorch sees one, else the CPU."""
+def pick_device(name: str, processes: Processes = Processes()) -> torch.device:
+    """``auto``: the machine's accelerator (CUDA, MPS, ...) if PyTorch sees one, else the CPU.
+    Under torchrun, each process takes the GPU of its local rank unless told a numbered one."""
     accelerator = torch.accelerator.current_accelerator(check_available=True)
+    if processes.distributed and accelerator is not None and name in ("auto", accelerator.type):
+        name = f"{accelerator.type}:{processes.local_rank}"
     if name == "auto":
         if accelerator is not None:
             return accelerator
@@ -174,7 +184,7 @@ def choose_kernels(*, deterministic: bool, device: torch.device) -> None:
 class StopSignals:
     """While active, SIGINT and SIGTERM only ask the run to stop at the next step boundary, so
     the last checkpoint (the end of the last finished epoch) stays the state to resume from.
-    A second signal stops at once."""
+    A second signal stops at once (that process only: torchrun then ends the others)."""
 
     def __init__(self) -> None:
         self.received: Optional[int] = None
@@ -196,5 +206,8 @@ class StopSignals:
         self.received = number
 
     def check(self) -> None:
-        if self.received is not None:
-            raise RunInterrupted(self.received)
+        """Raise RunInterrupted if a signal arrived here, or with several processes, at any of them
+        (all of them then stop at this same step)."""
+        number = distributed.agreed_signal(self.received)
+        if number is not None:
+            raise RunInterrupted(number)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import data
+import distributed
 from errors import UsageError
 from recipe import DEFAULT_STEP_SIZE, OPTIMIZERS, PRESETS, SCHEDULES, warms_up
 from resnet import MODELS
@@ -25,7 +26,7 @@ MAX_SEED = 2**64 - 1  # torch.manual_seed and Generator.manual_seed take 64-bit 
 RESULT_SETTINGS = ("model", "shortcut", "stem", "dataset", "recipe", "epochs", "batch_size", "optimizer", "lr", "momentum",
                    "weight_decay", "schedule", "milestones", "step_size", "gamma", "warmup", "warmup_epochs",
                    "label_smoothing", "mixup", "cutmix", "color_jitter", "random_erasing", "normalize", "val_size",
-                   "early_stop", "seed", "precision")
+                   "early_stop", "seed", "precision", "sync_bn")
 # The settings the presets table shows, in this order.
 PRESET_TABLE_SETTINGS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                          "milestones", "step_size", "gamma", "warmup", "warmup_epochs", "label_smoothing", "mixup", "cutmix",
@@ -56,7 +57,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if preset.warmup_share and "warmup_epochs" not in args.given:
         args.warmup_epochs = round(preset.warmup_share * args.epochs, 6)
     check_args(args)
-    args.command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
+    args.command = " ".join([distributed.launcher(), shlex.join(["train.py", *(sys.argv[1:] if argv is None else argv)])])
     return args
 
 
@@ -146,6 +147,9 @@ def build_parser() -> OneLineParser:
     control.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                          help=f"torch.compile the model; auto: on for runs of {COMPILE_MIN_EPOCHS}+ epochs on CUDA, "
                               "or on a Linux CPU with a C++ compiler, where it repays its start-up cost (default: %(default)s)")
+    control.add_argument("--sync-bn", action="store_true",
+                         help="under torchrun on GPUs, BatchNorm statistics over all processes' slices (SyncBatchNorm) "
+                              "instead of each process's own (as in the paper's two-GPU runs)")
     control.add_argument("--deterministic", action="store_true",
                          help="deterministic kernels only, so a resumed run repeats an uninterrupted one bit for bit")
     control.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
@@ -180,6 +184,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.evaluate and (args.resume or "recipe" in args.given):
         raise UsageError(f"--evaluate and --{'resume' if args.resume else 'recipe'} exclude each other "
                          "(an evaluation takes its settings from the checkpoint)")
+    if (args.evaluate or args.benchmark) and distributed.from_environment().distributed:
+        raise UsageError(f"--{'evaluate' if args.evaluate else 'benchmark'} runs in one process: start it with "
+                         "python, not torchrun")
     if args.model is None and not args.evaluate:
         args.model = "ResNet20"
     check_ranges(args)
@@ -282,9 +289,11 @@ def check_saved(saved: dict) -> None:
     must come back unchanged (a string where a number belongs does not)."""
     argv = []
     for name in RESULT_SETTINGS:
-        value = saved.get(name)
-        if value is not None:
-            argv += [f"--{name.replace('_', '-')}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+        value, flag = saved.get(name), f"--{name.replace('_', '-')}"
+        if value is True or value is False:  # a switch (--sync-bn): named when on
+            argv += [flag] if value else []
+        elif value is not None:
+            argv += [flag, *(map(str, value) if isinstance(value, list) else [str(value)])]
     try:
         parsed = parse_args(argv)
     except UsageError as error:

@@ -1,13 +1,20 @@
-"""What run.sh asks of Python, so that the sweep's model list and the meaning of a run's files
-each live in one place.
+"""What run.sh and slurm.sh ask of Python, so that the sweep's model list, the meaning of a run's
+files and the command of each run live in one place.
 
-    python sweep.py models                             # run.sh's default MODELS, in training order
-    python sweep.py state RESULTS_DIR MODEL [DATASET]  # finished, resumable or new: what run.sh does with it
-    python sweep.py folder RESULTS_DIR MODEL [DATASET] # where train.py puts that run
+    python sweep.py defaults          # NAME=VALUE for each of the sweep's variables (MODELS: in training order)
+    python sweep.py run MODEL SEED    # the run's state (finished, resumable or new), its folder, and its
+                                      # train.py arguments, NUL-separated: one Python start per run
+    python sweep.py slurm [--submit]  # the Slurm job arrays of the sweep (printed, or submitted)
+
+The sweep's variables (EPOCHS, DATASET, DATA_DIR, RESULTS_DIR, TRAIN_FLAGS, MODELS, SEEDS) are
+read from the environment, with the defaults below.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
@@ -18,16 +25,77 @@ from runfiles import RunFiles
 # extras, and ResNet-1202 last, since it takes longer than all the others together.
 SWEEP_MODELS = ("ResNet20", "ResNet32", "ResNet44", "ResNet56", "ResNet110", "Plain20", "Plain32", "Plain44",
                 "Plain56", "ResNet18", "ResNet34", "ResNet50", "ResNet1202")
-USAGE = "usage: python sweep.py models | python sweep.py {state,folder} RESULTS_DIR MODEL [DATASET]"
+DEFAULTS = {"EPOCHS": "164", "DATASET": "cifar10", "DATA_DIR": "data", "RESULTS_DIR": "results", "TRAIN_FLAGS": "",
+            "MODELS": " ".join(SWEEP_MODELS), "SEEDS": "0"}
+# Slurm requests per model (wall time, host memory), about twice the seed repository's times on
+# one RTX 4090 (26 min for ResNet-20, 73 min for ResNet-110, 15 h for ResNet-1202); ResNet-1202
+# needs a GPU with about 20 GB (docs/speed.md).
+SLURM_TIME = {"ResNet1202": "36:00:00", "ResNet110": "4:00:00", "Plain110": "4:00:00", "ResNet18": "6:00:00",
+              "ResNet34": "8:00:00", "ResNet50": "10:00:00"}
+SLURM_MEMORY = {"ResNet1202": "64G"}
+SLURM_DEFAULT_TIME, SLURM_DEFAULT_MEMORY = "2:00:00", "32G"
+SLURM_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=4", "--requeue", "--signal=B:TERM@120")  # a preempted task resumes
+USAGE = "usage: python sweep.py defaults | run MODEL SEED | slurm [--submit]"
+
+
+def setting(name: str) -> str:
+    return os.environ.get(name) or DEFAULTS[name]
+
+
+def run_files(model: str, seed: str) -> RunFiles:
+    return RunFiles.of(Path(setting("RESULTS_DIR")) / f"seed{seed}", model, setting("DATASET"))
+
+
+def run_command(model: str, seed: str) -> list[str]:
+    """The train.py arguments of one run of the sweep, as run.sh and slurm.sh run it: a run that
+    has started is resumed (--resume also checks that a finished run has the sweep's settings)."""
+    command = ["train.py", "--model", model, "--seed", seed, "--epochs", setting("EPOCHS"), "--dataset",
+               setting("DATASET"), "--data-dir", setting("DATA_DIR"), "--results-dir",
+               str(Path(setting("RESULTS_DIR")) / f"seed{seed}")]
+    if run_files(model, seed).state() != "new":
+        command.append("--resume")
+    return command + shlex.split(setting("TRAIN_FLAGS"))
+
+
+def slurm_jobs() -> list[list[str]]:
+    """One sbatch array per model (one task per seed, its own time and memory), then the report
+    once they have all ended."""
+    seeds = setting("SEEDS").split()
+    log = Path(setting("RESULTS_DIR")) / "slurm"
+    jobs = [["sbatch", "--parsable", f"--job-name=sweep-{model}", f"--array=0-{len(seeds) - 1}",
+             f"--time={SLURM_TIME.get(model, SLURM_DEFAULT_TIME)}", f"--mem={SLURM_MEMORY.get(model, SLURM_DEFAULT_MEMORY)}",
+             *SLURM_OPTIONS, f"--output={log}/%x-%a.out", "slurm.sh", model] for model in setting("MODELS").split()]
+    report = ["sbatch", "--parsable", "--job-name=sweep-report", "--dependency=afterany:{jobs}", f"--output={log}/%x.out",
+              "--wrap", f"{os.environ.get('PYTHON', 'python')} report.py --summary {shlex.quote(setting('RESULTS_DIR'))}"]
+    return jobs + [report]
+
+
+def slurm(submit: bool) -> None:
+    """Print the sweep's sbatch commands and each task's train.py command; submit them with ``submit``."""
+    *arrays, report = slurm_jobs()
+    ids = []
+    for job in arrays:
+        print(shlex.join(job))
+        for index, seed in enumerate(setting("SEEDS").split()):
+            print(f"  task {index}: python {shlex.join(run_command(job[-1], seed))}")
+        if submit:
+            Path(setting("RESULTS_DIR"), "slurm").mkdir(parents=True, exist_ok=True)
+            ids.append(subprocess.run(job, check=True, capture_output=True, text=True).stdout.strip().split(";")[0])
+    report = [part.replace("{jobs}", ":".join(ids) or "<the arrays' job ids>") for part in report]
+    print(shlex.join(report))
+    if submit:
+        subprocess.run(report, check=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv == ["models"]:
-        print(" ".join(SWEEP_MODELS))
-    elif len(argv) in (3, 4) and argv[0] in ("state", "folder") and argv[3:] in ([], ["cifar10"], ["cifar100"]):
-        files = RunFiles.of(Path(argv[1]), *argv[2:])
-        print(files.state() if argv[0] == "state" else files.folder)
+    if argv == ["defaults"]:
+        print("\n".join(f"{name}={value}" for name, value in DEFAULTS.items()))
+    elif len(argv) == 3 and argv[0] == "run":
+        files = run_files(argv[1], argv[2])
+        sys.stdout.write("\0".join([files.state(), str(files.folder), *run_command(argv[1], argv[2])]) + "\0")
+    elif argv[:1] == ["slurm"] and argv[1:] in ([], ["--submit"]):
+        slurm(submit=argv[1:] == ["--submit"])
     else:
         print(USAGE, file=sys.stderr)
         return 2

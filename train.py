@@ -31,6 +31,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 import data
+import distributed
 import engine
 import evaluate
 import report
@@ -47,16 +48,32 @@ from tensorboard_log import TensorBoardLog
 
 FIGURE7_IMAGES = 1000  # test images on which a finished run measures its layer responses
 PREVIEW_IMAGES = 32  # test images shown in plots/predictions.png
+ERROR_GRACE_SECONDS = 3  # how long a process other than rank 0 waits before exiting on an error
 
 # --------------------------------------------------------------------------------------------
 # The state of a run
 
 
 def progress_bar(total: int, description: str):
-    """A tqdm bar on a terminal; nothing in a log, which gets one line per epoch instead."""
-    if not sys.stderr.isatty():
+    """A tqdm bar on a terminal (rank 0's); nothing in a log, which gets one line per epoch instead."""
+    if not sys.stderr.isatty() or not distributed.is_main_process():
         return contextlib.nullcontext()
     return tqdm(total=total, desc=description, leave=False)
+
+
+def say(line: str, to_stderr: bool = False) -> None:
+    """Print a line, from rank 0 only when several processes train one run."""
+    if distributed.is_main_process():
+        print(line.rstrip("\n"), file=sys.stderr if to_stderr else sys.stdout, flush=True)
+
+
+def fail(message: str, status: int) -> int:
+    """Say why the command fails (rank 0), and return its exit status. The other processes, which
+    met the same error, wait a moment first: torchrun ends every process once one has exited."""
+    say(message, to_stderr=True)
+    if not distributed.is_main_process():
+        time.sleep(ERROR_GRACE_SECONDS)
+    return status
 
 
 class Training:
@@ -66,15 +83,22 @@ class Training:
     def __init__(self, args: argparse.Namespace, runtime: Runtime, model: nn.Module, dataset: data.Dataset) -> None:
         self.args, self.runtime, self.model, self.dataset = args, runtime, model, dataset
         self.normalization = data.Normalization.fit(args.normalize, dataset.train.images)
+        processes = runtime.processes
         self.generator = torch.Generator(device=runtime.device).manual_seed(args.seed)
+        # One process draws its augmentation from the data generator, as always; several processes
+        # share the permutation and each augments its slice with a stream of its own.
+        self.augment_generator = (torch.Generator(device=runtime.device).manual_seed(
+            (args.seed * 1_000_003 + processes.rank + 1) % 2**64) if processes.distributed else self.generator)
         self.train_loader = engine.train_loader(dataset.train, args.batch_size, self.normalization, self.generator,
-                                                make_augmentation(args))
+                                                make_augmentation(args), (processes.rank, processes.count),
+                                                self.augment_generator)
         self.mixing = make_mixing(args, classes=len(dataset.classes))
         self.eval_loaders = {"test": engine.eval_loader(dataset.test, self.normalization, runtime.device)}
         if dataset.val is not None:
             self.eval_loaders["val"] = engine.eval_loader(dataset.val, self.normalization, runtime.device)
         self.selected_on = "val" if dataset.val is not None else "test"
-        self.step_model = runtime.compile(model)
+        self.step_model = runtime.compile(distributed.wrap(model, processes, runtime.device, args.sync_bn))
+        self.eval_model = runtime.compile(model) if processes.distributed else self.step_model
         self.optimizer = make_optimizer(model, args, runtime.device)
         self.steps_per_epoch = len(self.train_loader)
         self.schedule = make_schedule(args, self.steps_per_epoch)
@@ -101,16 +125,17 @@ class Training:
                                                             self.schedule, self.runtime, stop, progress, self.mixing,
                                                             self.args.label_smoothing,
                                                             log.training_loss if log is not None else None)}
+        distributed.share_buffers(self.model)  # first: every process then judges and evaluates one model
         if not math.isfinite(row["train_loss"]):
             raise Diverged(f"the training loss became {row['train_loss']} in epoch {epoch}")
         if not all(torch.isfinite(tensor).all() for tensor in self.model.state_dict().values()
                    if tensor.is_floating_point()):
             raise Diverged(f"the weights or BatchNorm statistics became non-finite in epoch {epoch}")
         for split, loader in self.eval_loaders.items():
-            row[f"{split}_loss"], row[f"{split}_acc"], predictions = engine.evaluate(self.step_model, loader, self.runtime)
+            row[f"{split}_loss"], row[f"{split}_acc"], predictions = engine.evaluate(self.eval_model, loader, self.runtime)
             if split == "test":
                 self.test_predictions = {**self.test_preview, "epoch": epoch, "predictions": predictions.to(torch.uint8)}
-        row = csv_row({**row, "lr": lr})
+        row = distributed.from_main(csv_row({**row, "lr": lr}))  # rank 0's numbers decide for every process
         self.history.append(row)
         self.wall_seconds += time.perf_counter() - start
         return row
@@ -134,6 +159,12 @@ class Training:
         return True
 
     def state_dict(self) -> dict:
+        """The checkpoint; with several processes, a collective call (it gathers every process's
+        augmentation stream), so every process makes it and rank 0 writes it."""
+        random_states = {"torch": torch.get_rng_state(), "data": self.generator.get_state(),
+                         "mix": self.mixing.state_dict()}
+        if self.runtime.processes.distributed:
+            random_states["augment"] = distributed.gathered(self.augment_generator.get_state())
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -144,7 +175,7 @@ class Training:
             "history": self.history,
             "best": self.best,
             "normalization": {"mean": self.normalization.mean, "std": self.normalization.std},
-            "rng": {"torch": torch.get_rng_state(), "data": self.generator.get_state(), "mix": self.mixing.state_dict()},
+            "rng": random_states,
             "wall_seconds": self.wall_seconds,
             # also in a file of its own for the figures; here so a resume can rebuild that file
             "test_predictions": self.test_predictions,
@@ -160,9 +191,22 @@ class Training:
         self.generator.set_state(checkpoint["rng"]["data"])
         if "mix" in checkpoint["rng"]:  # checkpoints from before MixUp/CutMix have none (and did not mix)
             self.mixing.load_state_dict(checkpoint["rng"]["mix"])
+        self.load_augment_state(checkpoint["rng"].get("augment"))
         torch.set_rng_state(checkpoint["rng"]["torch"])
         self.history, self.best = checkpoint["history"], checkpoint["best"]
         self.wall_seconds, self.test_predictions = checkpoint["wall_seconds"], checkpoint["test_predictions"]
+
+    def load_augment_state(self, saved: Optional[list]) -> None:
+        """Each process's augmentation stream where the checkpoint has one per process of this run;
+        resumed with another number of processes the streams start afresh, and the run is not
+        the one an uninterrupted run would have been (said once, by rank 0)."""
+        processes = self.runtime.processes
+        if processes.distributed and saved is not None and len(saved) == processes.count:
+            self.augment_generator.set_state(saved[processes.rank])
+        elif (processes.distributed or saved is not None) and processes.is_main:
+            print(f"note: the checkpoint was written by {len(saved) if saved else 1} process(es) and this run has "
+                  f"{processes.count}: the augmentation's random streams start afresh, so the resumed run is not "
+                  "bit for bit the uninterrupted one", flush=True)
 
     def result(self, status: str) -> dict:
         """The run's summary: the final model's test accuracy is the headline."""
@@ -228,7 +272,9 @@ def checkpoint_to_resume(args: argparse.Namespace, files: RunFiles) -> Optional[
 
 def resume_command(args: argparse.Namespace) -> str:
     """What continues this run: its settings come from the checkpoint, so only the paths are needed."""
-    command = f"python train.py --model {args.model} --resume"
+    command = f"{distributed.launcher()} train.py --model {args.model} --resume"
+    if args.dataset != "cifar10":  # the data set names the run's folder
+        command += f" --dataset {args.dataset}"
     for flag, value, default in (("--results-dir", args.results_dir, Path("results")),
                                  ("--data-dir", args.data_dir, Path("data"))):
         if Path(value) != default:
@@ -258,8 +304,12 @@ def epoch_line(row: dict, epochs: int) -> str:
 
 
 def save_epoch(training: Training, files: RunFiles, *, is_best: bool) -> None:
-    """The checkpoint first: the other files may lag it by the epoch in flight, never lead it."""
-    files.save_checkpoint(training.state_dict(), is_best=is_best)
+    """The checkpoint first: the other files may lag it by the epoch in flight, never lead it.
+    Every process makes the checkpoint (a collective call); rank 0 alone writes."""
+    state = training.state_dict()
+    if not training.runtime.processes.is_main:
+        return
+    files.save_checkpoint(state, is_best=is_best)
     files.write_predictions(training.test_predictions)
     files.write_history(training.history)
     files.write_result(training.result("unfinished"))
@@ -271,10 +321,12 @@ def draw_figures(training: Training, files: RunFiles) -> None:
 
 
 def finish(training: Training, files: RunFiles, status: str, **extra) -> dict:
-    """Figures, then the summary: a summary that says finished is the last file a run writes."""
+    """Figures, then the summary: a summary that says finished is the last file a run writes
+    (by rank 0; the other processes only return it)."""
     result = {**training.result(status), **extra}
-    draw_figures(training, files)
-    files.write_result(result)
+    if training.runtime.processes.is_main:
+        draw_figures(training, files)
+        files.write_result(result)
     return result
 
 
@@ -299,13 +351,15 @@ def run(args: argparse.Namespace) -> Optional[dict]:
         stopped_early = early_stop_reason(checkpoint["history"], args.early_stop)
         if (checkpoint["epoch"] >= args.epochs or stopped_early) and files.state() == "finished":
             done = f"stopped early: {stopped_early}" if stopped_early else f"finished its {args.epochs} epochs"
-            print(f"{files.folder}: this run {done}; nothing to do")
+            say(f"{files.folder}: this run {done}; nothing to do")
             return None
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     settings.resolve(args, runtime)
     # Every input is read and checked before the results folder is made: a failed start leaves none.
     source = data.SOURCES[args.dataset]
     dataset = data.load_dataset(data.find_or_download(args.data_dir, source), source, args.val_size, args.seed)
+    if not runtime.processes.is_main:  # the other processes train and leave the files to rank 0
+        return run_locked(args, files, checkpoint, runtime, model, dataset)
     files.make_writable()
     with files.locked():
         return run_locked(args, files, checkpoint, runtime, model, dataset)
@@ -319,18 +373,19 @@ def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[d
             training.load_state_dict(checkpoint)
         except (RuntimeError, ValueError) as error:
             raise UsageError(f"cannot resume from the checkpoint: {type(error).__name__}: {str(error)[:200]}") from None
-    files.remove_leftovers()
-    if checkpoint is not None:
-        restore_files(training, files, checkpoint_path(args, files))
-    files.write_result(training.result("unfinished"))  # from now on, the summary says where the run is
-    log = TensorBoardLog(files.tensorboard, training.schedule.step_count) if args.tensorboard else None
+    main_process = runtime.processes.is_main
+    if main_process:
+        files.remove_leftovers()
+        if checkpoint is not None:
+            restore_files(training, files, checkpoint_path(args, files))
+        files.write_result(training.result("unfinished"))  # from now on, the summary says where the run is
+    log = TensorBoardLog(files.tensorboard, training.schedule.step_count) if args.tensorboard and main_process else None
     try:
         result = train_until_done(training, files, log)
     finally:
         if log is not None:
             log.close()
-    print(summary_text(result), end="")
-    print(f"figures in {files.plots}")
+    say(summary_text(result) + f"figures in {files.plots}")
     return result
 
 
@@ -338,14 +393,14 @@ def train_until_done(training: Training, files: RunFiles, log: Optional[TensorBo
     """Epochs until the run finishes or stops early; the files after each. An interruption or a
     divergence is recorded (figures and summary) and raised on."""
     with StopSignals() as stop:
-        print(start_line(training), flush=True)  # inside: a signal that follows this line is handled
+        say(start_line(training))  # inside: a signal that follows this line is handled
         try:
             while (ending := training.ending()) is None:
                 row = training.run_epoch(stop, log)
                 if log is not None:  # before the checkpoint: a resume purges what lies beyond it
                     log.epoch(row, training.schedule.step_count)
                 save_epoch(training, files, is_best=training.is_best(row))
-                print(epoch_line(row, training.args.epochs), flush=True)
+                say(epoch_line(row, training.args.epochs))
         except RunInterrupted as interruption:
             finish(training, files, "interrupted", stopped_by=str(interruption))
             interruption.epochs_done = training.epochs_done
@@ -363,7 +418,15 @@ def train_until_done(training: Training, files: RunFiles, log: Optional[TensorBo
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Exit status: 0 done; 2 bad input (one line on stderr); 1 diverged; 128 + signal when stopped."""
+    """Exit status: 0 done; 2 bad input (one line on stderr); 1 diverged, or another process of the
+    run failed; 128 + signal when stopped. Under torchrun only rank 0 says why."""
+    try:
+        return run_command(argv)
+    finally:
+        distributed.stop()
+
+
+def run_command(argv: Optional[list[str]]) -> int:
     args = None
     try:
         args = parse_args(argv)
@@ -374,21 +437,22 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             run(args)
     except (UsageError, data.DataError) as error:
-        print(f"train.py: error: {error}", file=sys.stderr)
-        return 2
+        return fail(f"train.py: error: {error}", 2)
     except torch.OutOfMemoryError:
-        print(f"train.py: error: out of GPU memory with --batch-size {args.batch_size}; try a smaller batch "
-              "(the paper's is 128)", file=sys.stderr)
-        return 2
+        return fail(f"train.py: error: out of GPU memory with --batch-size {args.batch_size}; try a smaller batch "
+                    "(the paper's is 128)", 2)
     except Diverged as divergence:
-        print(f"train.py: stopped: {divergence}", file=sys.stderr)
+        return fail(f"train.py: stopped: {divergence}", 1)
+    except torch.distributed.DistError as error:  # every process says this one: any may be the one that saw it
+        print(f"train.py: error: rank {os.environ.get('RANK')}: another process of this run stopped or cannot be "
+              f"reached ({type(error).__name__}); the last finished epoch is kept", file=sys.stderr)
         return 1
     except RunInterrupted as interruption:
         if interruption.epochs_done:
             outcome = f"with {interruption.epochs_done} finished epochs saved; continue with: {resume_command(args)}"
         else:
             outcome = "before its first epoch finished; nothing was saved"
-        print(f"train.py: stopped by {interruption} {outcome}", file=sys.stderr)
+        say(f"train.py: stopped by {interruption} {outcome}", to_stderr=True)
         return 128 + interruption.signal_number
     except BrokenPipeError:
         # Whoever read the output went away (`train.py | head`, say). Everything written so far is

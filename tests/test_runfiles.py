@@ -60,27 +60,35 @@ def test_a_broken_predictions_file_is_one_clear_line_from_report(two_epoch_run, 
     assert "ResNet20_test_predictions.pt" in error and error.count("\n") == 1
 
 
-def run_state(results_dir, model, capsys):
-    assert sweep.main(["state", str(results_dir), model]) == 0
-    return capsys.readouterr().out.strip()
+def run_state(model, capsys):
+    """What `python sweep.py run MODEL 0` tells run.sh: the state, the folder, the command."""
+    assert sweep.main(["run", model, "0"]) == 0
+    state, folder, *command = capsys.readouterr().out.split("\0")[:-1]
+    assert command[:2] == ["train.py", "--model"] and ("--resume" in command) == (state != "new")
+    return state
 
 
-def test_sweep_state_says_what_run_sh_should_do(two_epoch_run, tmp_path, capsys):
-    assert run_state(two_epoch_run.parent, "ResNet20", capsys) == "finished"
-    assert run_state(tmp_path, "ResNet20", capsys) == "new"
-    folder = tmp_path / "ResNet20"
+def test_sweep_run_says_what_run_sh_should_do(two_epoch_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path))
+    assert run_state("ResNet20", capsys) == "new"
+    folder = tmp_path / "seed0" / "ResNet20"
     shutil.copytree(two_epoch_run, folder)
+    assert run_state("ResNet20", capsys) == "finished"
+    monkeypatch.setenv("DATASET", "cifar100")
+    assert run_state("ResNet20", capsys) == "new"  # a CIFAR-100 run would live elsewhere
+    monkeypatch.delenv("DATASET")
     (folder / "ResNet20_results.json").unlink()
-    assert run_state(tmp_path, "ResNet20", capsys) == "resumable"
+    assert run_state("ResNet20", capsys) == "resumable"
     (folder / "ResNet20_results.json").write_text(json.dumps({"status": "diverged"}))
-    assert run_state(tmp_path, "ResNet20", capsys) == "resumable"
+    assert run_state("ResNet20", capsys) == "resumable"
     (folder / "ResNet20_results.json").write_text('{"status": "finis')  # cut short
-    assert run_state(tmp_path, "ResNet20", capsys) == "resumable"
+    assert run_state("ResNet20", capsys) == "resumable"
 
 
-def test_sweep_prints_run_sh_s_default_model_list_and_refuses_other_questions(capsys):
-    assert sweep.main(["models"]) == 0
-    assert tuple(capsys.readouterr().out.split()) == sweep.SWEEP_MODELS
+def test_sweep_prints_run_sh_s_defaults_and_refuses_other_questions(capsys):
+    assert sweep.main(["defaults"]) == 0
+    defaults = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
+    assert tuple(defaults["MODELS"].split()) == sweep.SWEEP_MODELS and defaults["EPOCHS"] == "164"
     assert sweep.main(["status"]) == 2
     assert "usage:" in capsys.readouterr().err
 

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import comparison
 import report
 import settings
+import sweep as sweep_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP_FILES = ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")
@@ -172,3 +174,40 @@ def test_other_papers_numbers_are_named_with_their_source(tmp_path):
     text = (tmp_path / "summary.md").read_text()
     assert "| PreActResNet164 | 1,727,962 | 5.46 (He et al. 2016b) |" in text
     assert "Seed 003 claims about 95% accuracy" in text and "(claims only)" in text
+
+
+def sweep_environment(monkeypatch, data_dir, results):
+    """The variables run_sweep gives run.sh, for sweep.py in this process."""
+    for name, value in {"EPOCHS": "1", "DATA_DIR": str(data_dir), "RESULTS_DIR": str(results),
+                        "TRAIN_FLAGS": "--batch-size 32 --device cpu", "MODELS": "ResNet20 Plain20", "SEEDS": "0 1"}.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_run_sh_runs_exactly_the_commands_sweep_py_builds(sweep, data_dir, monkeypatch):
+    results, _ = sweep
+    sweep_environment(monkeypatch, data_dir, results)
+    for model in ("ResNet20", "Plain20"):
+        for seed in ("0", "1"):
+            recorded = json.loads((results / f"seed{seed}" / model / f"{model}_results.json").read_text())["command"]
+            built = sweep_module.run_command(model, seed)
+            assert "--resume" in built  # the run exists now: the sweep would resume (and check) it
+            # (an earlier test resumes some of these runs: their record then has --resume too)
+            assert recorded.replace(" --resume", "") == "python " + " ".join(part for part in built if part != "--resume")
+
+
+def test_the_slurm_dry_run_gives_each_model_an_array_and_each_task_run_sh_s_command(sweep, data_dir, monkeypatch,
+                                                                                      capsys):
+    results, _ = sweep
+    sweep_environment(monkeypatch, data_dir, results)
+    monkeypatch.setenv("MODELS", "ResNet20 ResNet1202")
+    assert sweep_module.main(["slurm"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    arrays = [line for line in lines if line.startswith("sbatch") and "slurm.sh" in line]
+    assert [line.split()[-1] for line in arrays] == ["ResNet20", "ResNet1202"]
+    assert all("--array=0-1" in line and "--requeue" in line and "--signal=B:TERM@120" in line for line in arrays)
+    assert "--time=36:00:00 --mem=64G" in arrays[1] and "--time=2:00:00" in arrays[0]
+    tasks = [line.strip() for line in lines if line.startswith("  task")]
+    assert tasks[0] == "task 0: python " + shlex.join(sweep_module.run_command("ResNet20", "0"))
+    assert tasks[3] == "task 1: python " + shlex.join(sweep_module.run_command("ResNet1202", "1"))
+    assert "--resume" not in tasks[3] and "--resume" in tasks[0]  # ResNet1202 has not run here
+    assert lines[-1].startswith("sbatch --parsable --job-name=sweep-report") and "report.py --summary" in lines[-1]
