@@ -73,7 +73,7 @@ def count_or_fraction(text: str) -> float:
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(description="Train a ResNet on CIFAR-10 with the paper's recipe, or another preset.",
+    parser = OneLineParser(description="Train a ResNet on CIFAR-10 (or CIFAR-100) with the paper's recipe, or another preset.",
                            formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=None, metavar="MODEL",

@@ -4,6 +4,8 @@
     python train.py --model ResNet110                    # warm-up at lr 0.01 until training error < 80%
     python train.py --model ResNet20 --val-size 5000     # the paper's 45k/5k split; best.pth picked on validation
     python train.py --recipe modern                      # seed 003's recipe (recipe.py's PRESETS; see --help)
+    python train.py --dataset cifar100 --model PreActResNet164   # CIFAR-100, into results/cifar100/
+    torchrun --standalone --nproc_per_node=2 train.py --model ResNet1202   # two GPUs (distributed.py)
     python train.py --model ResNet20 --epochs 1          # a smoke test with the same schedule shape
     python train.py --model ResNet56 --resume            # continue from results/ResNet56/ResNet56_last.pth
     python train.py --model ResNet56 --benchmark         # images/s and the projected run time (speed.py)
