@@ -78,6 +78,17 @@ def fail(message: str, status: int) -> int:
     return status
 
 
+def run_ending(args: argparse.Namespace, history: list[dict]) -> Optional[tuple[str, dict]]:
+    """How a run with this history ends, with what its summary should add: ("finished", {}) after
+    its last epoch, ("early-stopped", {...}) when --early-stop says so; None while it goes on."""
+    if len(history) >= args.epochs:
+        return "finished", {}
+    reason = early_stop_reason(history, args.early_stop)
+    if reason is not None:
+        return "early-stopped", {"early_stopped": {"epoch": len(history), "reason": reason}}
+    return None
+
+
 class Training:
     """One run between epochs: data, model, optimizer, schedule, random generator and the record
     so far; ``state_dict`` is exactly what a checkpoint holds to resume it."""
@@ -143,14 +154,7 @@ class Training:
         return row
 
     def ending(self) -> Optional[tuple[str, dict]]:
-        """How the run ends now, with what its summary should add: ("finished", {}) after its last
-        epoch, ("early-stopped", {...}) when --early-stop says so; None while it goes on."""
-        if self.epochs_done >= self.args.epochs:
-            return "finished", {}
-        reason = early_stop_reason(self.history, self.args.early_stop)
-        if reason is not None:
-            return "early-stopped", {"early_stopped": {"epoch": self.epochs_done, "reason": reason}}
-        return None
+        return run_ending(self.args, self.history)
 
     def is_best(self, row: dict) -> bool:
         """Whether ``row`` is the best epoch so far on the selection split; records it if so."""
@@ -350,9 +354,11 @@ def run(args: argparse.Namespace) -> Optional[dict]:
     checkpoint = checkpoint_to_resume(args, files)
     if checkpoint is not None:
         settings.adopt(args, checkpoint["args"])
-        stopped_early = early_stop_reason(checkpoint["history"], args.early_stop)
-        if (checkpoint["epoch"] >= args.epochs or stopped_early) and files.state() == "finished":
-            done = f"stopped early: {stopped_early}" if stopped_early else f"finished its {args.epochs} epochs"
+        ending = run_ending(args, checkpoint["history"])
+        if ending is not None and files.state() == "finished":
+            status, extra = ending
+            done = (f"stopped early: {extra['early_stopped']['reason']}" if status == "early-stopped"
+                    else f"finished its {args.epochs} epochs")
             say(f"{files.folder}: this run {done}; nothing to do")
             return None
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
