@@ -48,9 +48,9 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int 
     ]
 
 
-def uniform_factors(batch: int, strength: float, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def uniform_factors(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
     """One factor per image, uniform in [1 - strength, 1 + strength], shaped to broadcast."""
-    noise = torch.rand(batch, 1, 1, 1, device=images.device, generator=generator)
+    noise = torch.rand(len(images), 1, 1, 1, device=images.device, generator=generator)
     return 1 + strength * (2 * noise - 1)
 
 
@@ -63,12 +63,11 @@ def color_jitter(images: torch.Tensor, strength: float, generator: torch.Generat
     """torchvision's ColorJitter(brightness=s, contrast=s, saturation=s) with its own factors for
     each image, on float pixels in [0, 255]. The order is fixed (brightness, contrast, saturation);
     torchvision shuffles it per call. Each step blends with a reference and clamps, as torchvision does."""
-    batch = len(images)
-    images = (images * uniform_factors(batch, strength, images, generator)).clamp_(0, 255)  # blend with black
-    factor = uniform_factors(batch, strength, images, generator)
+    images = (images * uniform_factors(images, strength, generator)).clamp_(0, 255)  # blend with black
+    factor = uniform_factors(images, strength, generator)
     mean_grey = grey(images).mean(dim=(2, 3), keepdim=True)
     images = (factor * images + (1 - factor) * mean_grey).clamp_(0, 255)
-    factor = uniform_factors(batch, strength, images, generator)
+    factor = uniform_factors(images, strength, generator)
     return (factor * images + (1 - factor) * grey(images)).clamp_(0, 255)
 
 
