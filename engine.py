@@ -50,10 +50,12 @@ def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torc
         if mixing is not None and mixing.active:
             images, targets = mixing(images, labels)
             labels = targets.argmax(dim=1)
+        # Before the forward pass: under CUDA graphs the last step's gradients live in the graph's
+        # memory, which this step's replay reuses.
+        optimizer.zero_grad(set_to_none=True)
         with runtime.autocast():
             logits = model(images)
             loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()

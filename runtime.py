@@ -30,6 +30,7 @@ from resnet import MODELS, build_model
 # torch.compile costs about a minute on a CPU (less on a GPU) and saves more than that within a
 # few epochs of 50k images; shorter runs (smoke tests, the test suite) stay eager.
 COMPILE_MIN_EPOCHS = 10
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 # channels_last lets cuDNN and oneDNN pick their fastest convolution kernels; the maths is unchanged.
 MEMORY_FORMAT = torch.channels_last
 CPU_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}  # /proc/cpuinfo's names for fast bf16 matrix maths
@@ -39,8 +40,12 @@ CPU_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}  # /proc/cpuinfo's names for fast b
 class Runtime:
     device: torch.device
     precision: str  # "bf16" (autocast) or "fp32"
-    compiled: bool
+    compile_mode: Optional[str]  # torch.compile's mode; None: eager
     processes: Processes = Processes()
+
+    @property
+    def compiled(self) -> bool:
+        return self.compile_mode is not None
 
     def autocast(self):
         if self.precision == "bf16":
@@ -50,7 +55,10 @@ class Runtime:
     def compile(self, model: nn.Module) -> nn.Module:
         """The module to call for steps: compiled or the model itself. Either way its weights
         are the model's, so checkpoints carry no ``_orig_mod.`` prefixes."""
-        return torch.compile(model) if self.compiled else model
+        return torch.compile(model, mode=self.compile_mode) if self.compiled else model
+
+    def describe_compile(self) -> str:
+        return "eager" if self.compile_mode is None else f"compiled ({self.compile_mode})"
 
     def describe(self) -> str:
         count = self.processes.count
@@ -76,8 +84,9 @@ def setup(args: argparse.Namespace, *, model: str, settings: dict, epochs: int) 
     processes = distributed.from_environment()
     device = pick_device(args.device, processes)
     distributed.start(processes, device)
-    runtime = Runtime(device, pick_precision(args.precision, device), use_compile(args.compile, epochs, device),
-                      processes)
+    compiled = use_compile(args.compile, epochs, device)
+    compile_mode = pick_compile_mode(args.compile_mode, device, processes) if compiled else None
+    runtime = Runtime(device, pick_precision(args.precision, device), compile_mode, processes)
     options = model_options(model, settings)
     choose_kernels(deterministic=args.deterministic, device=device)
     torch.manual_seed(settings.get("seed", 0))  # the initial weights are the seed's
@@ -167,6 +176,18 @@ def use_compile(choice: str, epochs: int, device: torch.device) -> bool:
         return True
     # Inductor builds C++ kernels for the CPU; other platforms and devices stay eager.
     return device.type == "cpu" and sys.platform == "linux" and any(map(shutil.which, ("g++", "clang++")))
+
+
+def pick_compile_mode(name: str, device: torch.device, processes: Processes = Processes()) -> str:
+    """``auto``: CUDA graphs ("reduce-overhead") for one process on a GPU, "default" elsewhere.
+
+    A CIFAR ResNet's step is a few hundred small kernels (ResNet-20's convolutions take
+    microseconds at batch 128), so on a GPU launching them costs more than running them; a CUDA
+    graph replays the whole forward, and the whole backward, as one launch each. Under DDP the
+    gradient all-reduce hooks split the graphs, so several processes keep the default mode."""
+    if name != "auto":
+        return name
+    return "reduce-overhead" if device.type == "cuda" and not processes.distributed else "default"
 
 
 def choose_kernels(*, deterministic: bool, device: torch.device) -> None:

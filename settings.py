@@ -18,7 +18,7 @@ import distributed
 from errors import UsageError
 from recipe import DEFAULT_STEP_SIZE, OPTIMIZERS, PRESETS, SCHEDULES, warms_up
 from resnet import MODELS
-from runtime import COMPILE_MIN_EPOCHS, Runtime
+from runtime import COMPILE_MIN_EPOCHS, COMPILE_MODES, Runtime
 
 MAX_SEED = 2**64 - 1  # torch.manual_seed and Generator.manual_seed take 64-bit seeds
 # What changes the numbers a run computes; --resume takes these from the checkpoint. The rest
@@ -147,6 +147,9 @@ def build_parser() -> OneLineParser:
     control.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                          help=f"torch.compile the model; auto: on for runs of {COMPILE_MIN_EPOCHS}+ epochs on CUDA, "
                               "or on a Linux CPU with a C++ compiler, where it repays its start-up cost (default: %(default)s)")
+    control.add_argument("--compile-mode", choices=("auto", *COMPILE_MODES), default="auto",
+                         help="torch.compile's mode when compiled; auto: reduce-overhead (CUDA graphs) for one process "
+                              "on CUDA, default elsewhere (default: %(default)s)")
     control.add_argument("--sync-bn", action="store_true",
                          help="under torchrun on GPUs, BatchNorm statistics over all processes' slices (SyncBatchNorm) "
                               "instead of each process's own (as in the paper's two-GPU runs)")
@@ -256,6 +259,7 @@ def resolve(args: argparse.Namespace, runtime: Runtime) -> None:
     resolve_model_and_warmup(args)
     args.precision = runtime.precision
     args.compile = "on" if runtime.compiled else "off"
+    args.compile_mode = runtime.compile_mode
     args.device = str(runtime.device)
 
 

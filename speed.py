@@ -72,11 +72,12 @@ def benchmark(args: argparse.Namespace) -> dict:
     epoch_seconds = (train_images // args.batch_size * args.batch_size) / train_rate + CIFAR_TEST_IMAGES / eval_rate
     epoch_seconds += val_images / eval_rate
     result = {"model": args.model, "device": runtime.describe(), "precision": runtime.precision,
-              "compiled": runtime.compiled, "batch_size": args.batch_size, "train_steps_timed": steps,
+              "compiled": runtime.compiled, "compile_mode": runtime.compile_mode, "batch_size": args.batch_size,
+              "train_steps_timed": steps,
               "train_images_per_s": train_rate, "eval_images_per_s": eval_rate, "warmup_seconds": warmup_seconds,
               "epoch_seconds": epoch_seconds, "projected_run_seconds": warmup_seconds + args.epochs * epoch_seconds,
               "peak_memory": peak_memory(runtime)}
-    print(f"{args.model} on {result['device']}, {runtime.precision}, {'compiled' if runtime.compiled else 'eager'}, "
+    print(f"{args.model} on {result['device']}, {runtime.precision}, {runtime.describe_compile()}, "
           f"batch {args.batch_size}, recipe {args.recipe}")
     print(f"training:   {train_rate:,.0f} images/s ({steps} steps timed)")
     print(f"evaluation: {eval_rate:,.0f} images/s (batches of {engine.eval_batch_size(runtime.device)})")

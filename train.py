@@ -236,6 +236,7 @@ class Training:
             device=self.runtime.describe(),
             precision=self.runtime.precision,
             compiled=self.runtime.compiled,
+            compile_mode=self.runtime.compile_mode,
             settings=settings.recorded(self.args),
             command=self.args.command,
         )
@@ -297,7 +298,7 @@ def start_line(training: Training) -> str:
     return (f"{args.model}: {count_parameters(training.model):,} parameters, {len(training.dataset.train.labels)} "
             f"training images, {training.steps_per_epoch} steps/epoch, recipe {args.recipe} ({args.optimizer}, "
             f"{drops}, {warmup}), "
-            f"{runtime.describe()}, {runtime.precision}, {'compiled' if runtime.compiled else 'eager'}")
+            f"{runtime.describe()}, {runtime.precision}, {runtime.describe_compile()}")
 
 
 def epoch_line(row: dict, epochs: int) -> str:

@@ -57,6 +57,31 @@ def test_auto_compiles_a_full_run_on_a_linux_cpu_with_a_compiler(monkeypatch):
     assert runtime.use_compile("auto", 164, torch.device("cpu")) is False
 
 
+@pytest.mark.parametrize(
+    "device,processes,expected",
+    [
+        ("cuda", 1, "reduce-overhead"),  # CUDA graphs: 3x the training images/s of "default" (docs/speed.md)
+        ("cuda", 2, "default"),  # DDP's all-reduce hooks would split the graphs
+        ("cpu", 1, "default"),
+    ],
+)
+def test_auto_compile_mode_uses_cuda_graphs_for_one_gpu_process(device, processes, expected):
+    group = runtime.Processes(rank=0, local_rank=0, count=processes)
+    assert runtime.pick_compile_mode("auto", torch.device(device), group) == expected
+    assert runtime.pick_compile_mode("max-autotune", torch.device(device), group) == "max-autotune"
+
+
+def test_the_compile_mode_is_recorded_and_reaches_torch_compile(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runtime.torch, "compile", lambda model, mode: calls.append(mode) or model)
+    args = train.parse_args(["--device", "cpu", "--compile", "on", "--compile-mode", "reduce-overhead"])
+    setup, model = runtime.setup(args, model="ResNet20", settings=vars(args), epochs=1)
+    assert setup.compile(model) is model and calls == ["reduce-overhead"]
+    assert setup.describe_compile() == "compiled (reduce-overhead)"
+    eager = runtime.Runtime(torch.device("cpu"), "fp32", None)
+    assert eager.compile(model) is model and calls == ["reduce-overhead"] and eager.describe_compile() == "eager"
+
+
 def test_sgd_is_fused_on_the_cpu_with_the_paper_s_hyperparameters():
     args = train.parse_args([])
     optimizer = recipe.make_optimizer(torch.nn.Linear(3, 2), args, torch.device("cpu"))
