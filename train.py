@@ -89,6 +89,15 @@ def run_ending(args: argparse.Namespace, history: list[dict]) -> Optional[tuple[
     return None
 
 
+def restore_generator(generator: torch.Generator, state: torch.Tensor) -> bool:
+    """Whether ``state`` was restored; a generator of another kind of device keeps its own."""
+    try:
+        generator.set_state(state)
+    except RuntimeError:  # the state of another kind of generator (its size says so)
+        return False
+    return True
+
+
 class Training:
     """One run between epochs: data, model, optimizer, schedule, random generator and the record
     so far; ``state_dict`` is exactly what a checkpoint holds to resume it."""
@@ -194,25 +203,31 @@ class Training:
         check_optimizer_state(self.optimizer, checkpoint["optimizer"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.schedule.load_state_dict(checkpoint["scheduler"])
-        self.generator.set_state(checkpoint["rng"]["data"])
         if "mix" in checkpoint["rng"]:  # checkpoints from before MixUp/CutMix have none (and did not mix)
             self.mixing.load_state_dict(checkpoint["rng"]["mix"])
-        self.load_augment_state(checkpoint["rng"].get("augment"))
+        self.load_random_streams(checkpoint["rng"], checkpoint["args"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
         self.history, self.best = checkpoint["history"], checkpoint["best"]
         self.wall_seconds, self.test_predictions = checkpoint["wall_seconds"], checkpoint["test_predictions"]
 
-    def load_augment_state(self, saved: Optional[list]) -> None:
-        """Each process's augmentation stream where the checkpoint has one per process of this run;
-        resumed with another number of processes the streams start afresh, and the run is not
-        the one an uninterrupted run would have been (said once, by rank 0)."""
+    def load_random_streams(self, saved: dict, saved_settings: dict) -> None:
+        """The data order's and the augmentation's random streams, where the checkpoint's fit this
+        run. Written by another number of processes, or on another kind of device (a CUDA
+        generator's state is not a CPU generator's), they start afresh from the seed, and the run
+        is not the one an uninterrupted run would have been (said once, by rank 0)."""
         processes = self.runtime.processes
-        if processes.distributed and saved is not None and len(saved) == processes.count:
-            self.augment_generator.set_state(saved[processes.rank])
-        elif (processes.distributed or saved is not None) and processes.is_main:
-            print(f"note: the checkpoint was written by {len(saved) if saved else 1} process(es) and this run has "
-                  f"{processes.count}: the augmentation's random streams start afresh, so the resumed run is not "
-                  "bit for bit the uninterrupted one", flush=True)
+        restored = restore_generator(self.generator, saved["data"])
+        augment = saved.get("augment")  # one per process, from a run of several processes
+        if processes.distributed:
+            restored &= (augment is not None and len(augment) == processes.count
+                         and restore_generator(self.augment_generator, augment[processes.rank]))
+        elif augment is not None:
+            restored = False
+        if not restored and processes.is_main:
+            print(f"note: the checkpoint's random streams were drawn by {len(augment) if augment else 1} process(es) "
+                  f"on {saved_settings.get('device')}, and this run has {processes.count} on {self.runtime.device}: "
+                  "the data order and the augmentation start afresh, so the resumed run is not bit for bit the "
+                  "uninterrupted one", flush=True)
 
     def result(self, status: str) -> dict:
         """The run's summary: the final model's test accuracy is the headline."""

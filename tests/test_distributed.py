@@ -106,7 +106,7 @@ def test_sigterm_to_one_process_stops_both_and_the_resume_repeats_the_run(data_d
                                                                   "--resume", "--compile", "off", "--device", "cpu")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
-    assert "written by 2 process(es) and this run has 1" in single.stdout
+    assert "drawn by 2 process(es) on cpu, and this run has 1 on cpu" in single.stdout
 
 
 def test_a_process_that_dies_takes_the_other_down_without_a_hang(data_dir, tmp_path):

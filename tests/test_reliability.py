@@ -154,6 +154,30 @@ def test_a_nan_loss_stops_the_run_keeps_the_last_good_checkpoint_and_says_so(dat
     assert "DIVERGED" in (folder / "ResNet20_results.txt").read_text()
 
 
+def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu(data_dir, tmp_path, monkeypatch, capsys):
+    """Seen with a run from an H200: a CUDA generator's state (16 bytes: seed and offset) does not
+    fit the CPU's generator, and --resume on the CPU refused the checkpoint."""
+    save_epoch = train.save_epoch
+
+    def stop_after_the_first_epoch(*args, **kwargs):
+        save_epoch(*args, **kwargs)
+        signal.raise_signal(signal.SIGTERM)  # StopSignals' handler: the run stops at the next step
+
+    monkeypatch.setattr(train, "save_epoch", stop_after_the_first_epoch)
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--device", "cpu")) == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    path = tmp_path / "ResNet20" / "ResNet20_last.pth"
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["epoch"] == 1
+    checkpoint["rng"]["data"] = torch.tensor([7, 390], dtype=torch.int64).view(torch.uint8)  # as CUDA writes it
+    checkpoint["args"]["device"] = "cuda:0"
+    torch.save(checkpoint, path)
+    capsys.readouterr()
+    assert train.main(run_args(data_dir, tmp_path, "--resume", "--device", "cpu")) == 0
+    assert "drawn by 1 process(es) on cuda:0, and this run has 1 on cpu" in capsys.readouterr().out
+    assert [int(row["epoch"]) for row in read_rows(tmp_path / "ResNet20")] == [1, 2]
+
+
 def test_a_huge_learning_rate_really_diverges_with_a_clear_message(data_dir, tmp_path, capsys):
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--lr", "1e12")) == 1
     error = capsys.readouterr().err
