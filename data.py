@@ -9,6 +9,7 @@ no worker processes.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 from dataclasses import dataclass
@@ -262,6 +263,31 @@ class Dataset:
     test: Split
     classes: tuple[str, ...]
     val: Optional[Split] = None
+    val_sha256: Optional[str] = None  # of the held-out indices: which images validated the run
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def official_md5s(source: Source) -> dict[str, str]:
+    """The official release's MD5 of each batch file, as torchvision's class of the same name
+    (CIFAR10, CIFAR100) lists them."""
+    import torchvision.datasets  # here: reading batches needs none of torchvision
+
+    release = getattr(torchvision.datasets, source.name.replace("-", ""))
+    return dict(release.train_list + release.test_list)
+
+
+def fingerprint(folder: Path, source: Source = CIFAR10) -> dict:
+    """The MD5 of each batch file in ``folder``, and whether all are the official release's: a
+    re-encoded or generated copy in the same format is told apart from CIFAR itself."""
+    md5 = {name: file_md5(Path(folder) / name) for name in (*source.train_files, *source.test_files)}
+    return {"name": source.name, "folder": str(folder), "md5": md5, "official": md5 == official_md5s(source)}
 
 
 def held_out_count(val_size: float, train_count: int) -> int:
@@ -293,6 +319,7 @@ def load_dataset(folder: Path, source: Source = CIFAR10, val_size: float = 0, se
         test,
         classes,
         Split(train.images[held_out], train.labels[held_out]),
+        hashlib.sha256(held_out.numpy().astype("<i8").tobytes()).hexdigest(),
     )
 
 

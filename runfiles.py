@@ -29,6 +29,7 @@ from typing import BinaryIO, Callable, Iterator, Optional, Sequence
 
 import torch
 
+import provenance
 from augment import Mixing
 from data import SOURCES
 from errors import UsageError
@@ -309,6 +310,33 @@ def _is_schedule_state(value) -> bool:
             and _is_count(value.get("warmup_steps")) and isinstance(value.get("warming_up"), bool))
 
 
+def _is_plain_data(value, depth: int = 0) -> bool:
+    """Whether ``value`` is what JSON holds (strings, numbers, booleans, None, lists and dicts of
+    them), nested no deeper than a run's record."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return True
+    if depth >= 4:
+        return False
+    if isinstance(value, list):
+        return all(_is_plain_data(item, depth + 1) for item in value)
+    return isinstance(value, dict) and all(isinstance(key, str) and _is_plain_data(item, depth + 1)
+                                           for key, item in value.items())
+
+
+def is_part(value) -> bool:
+    """One part of a run's provenance with every field its summary uses (provenance.finish_part)."""
+    return (isinstance(value, dict) and _is_plain_data(value) and _is_count(value.get("first_epoch"))
+            and all(isinstance(value.get(key), dict) for key in ("code", "versions", "device", "data"))
+            and isinstance(value["data"].get("official"), bool) and isinstance(value["data"].get("name"), str)
+            and isinstance(value["code"].get("commit"), str) and isinstance(value["device"].get("type"), str)
+            and _is_count(value["device"].get("processes"))
+            and all(is_number(value.get(key)) for key in ("wall_seconds", "device_hours", "peak_memory_gib")))
+
+
+def _is_provenance(value) -> bool:
+    return isinstance(value, list) and all(is_part(part) for part in value)
+
+
 def _is_optimizer_state(value) -> bool:
     return (isinstance(value, dict) and isinstance(value.get("state"), dict)
             and isinstance(value.get("param_groups"), list))
@@ -348,6 +376,8 @@ def load_checkpoint(path: Path, model_name: Optional[str] = None, *, to_resume: 
         if field not in checkpoint or not CHECKPOINT_FIELDS[field](checkpoint[field]):
             raise UsageError(f"{path}: its {field!r} is missing or not what train.py writes "
                              "(a damaged or foreign checkpoint)")
+    if to_resume and not _is_provenance(checkpoint.get("provenance", [])):  # older checkpoints have none
+        raise UsageError(f"{path}: its 'provenance' is not what train.py writes (a damaged or foreign checkpoint)")
     if to_resume and len(checkpoint["history"]) != checkpoint["epoch"]:
         raise UsageError(f"{path}: its history has {len(checkpoint['history'])} epochs, its epoch says "
                          f"{checkpoint['epoch']} (a damaged checkpoint)")
@@ -407,6 +437,7 @@ def summary_text(result: dict) -> str:
         f"epochs: {result['epochs_done']} of {result['epochs']} ({result['steps']} steps), "
         f"wall time {result['wall_seconds'] / 60:.1f} min",
         f"device: {result['device']}, precision {result['precision']}",
+        *provenance.summary_lines(result.get("provenance"), result["epochs_done"]),
         f"command: {result['command']}",
         "settings: " + ", ".join(f"{k}={v}" for k, v in result["settings"].items()),
     ]

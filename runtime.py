@@ -157,14 +157,20 @@ def cpu_has_fast_bf16() -> bool:
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo; empty where there is none (not Linux)."""
+    return set(cpuinfo_field("flags").split())
+
+
+def cpuinfo_field(name: str) -> str:
+    """The first CPU's ``name`` line of /proc/cpuinfo ("model name", "flags"); "" where there is none."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return ""
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return ""
 
 
 def use_compile(choice: str, epochs: int, device: torch.device) -> bool:

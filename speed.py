@@ -16,6 +16,7 @@ import torch
 import data
 import engine
 from recipe import make_augmentation, make_mixing, make_optimizer, make_schedule
+from provenance import peak_memory_gib
 from runtime import Runtime, StopSignals, setup
 
 BENCHMARK_SECONDS = 5.0  # roughly how long training steps are timed (and, apart, evaluation)
@@ -24,13 +25,8 @@ MAX_TIMED_STEPS = 500
 
 
 def peak_memory(runtime: Runtime) -> str:
-    """Peak GPU memory allocated on CUDA; peak resident memory of this process elsewhere."""
-    if runtime.device.type == "cuda":
-        return f"{torch.cuda.max_memory_allocated(runtime.device) / 2**30:.2f} GiB GPU memory"
-    import resource  # Unix only, and only needed here
-
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return f"{kib / 2**20:.2f} GiB CPU RSS"
+    where = "GPU memory" if runtime.device.type == "cuda" else "CPU RSS"
+    return f"{peak_memory_gib(runtime.device):.2f} GiB {where}"
 
 
 def benchmark(args: argparse.Namespace) -> dict:

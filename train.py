@@ -36,6 +36,7 @@ import data
 import distributed
 import engine
 import evaluate
+import provenance
 import report
 import settings
 import speed
@@ -132,6 +133,11 @@ class Training:
                              "sample_images": dataset.test.images[:PREVIEW_IMAGES].clone()}
         self.test_predictions: Optional[dict] = None  # the latest epoch's, for the figures
         self.wall_seconds = 0.0
+        # Where the numbers come from: the earlier parts of the run (from the checkpoint), and this
+        # process's part, begun once the checkpoint is loaded.
+        self.earlier_parts: list[dict] = []
+        self.part: Optional[dict] = None
+        self.part_started_at = 0.0  # wall_seconds when this part began
 
     @property
     def epochs_done(self) -> int:
@@ -192,6 +198,7 @@ class Training:
             "normalization": {"mean": self.normalization.mean, "std": self.normalization.std},
             "rng": random_states,
             "wall_seconds": self.wall_seconds,
+            "provenance": self.parts(),
             # also in a file of its own for the figures; here so a resume can rebuild that file
             "test_predictions": self.test_predictions,
         }
@@ -209,6 +216,19 @@ class Training:
         torch.set_rng_state(checkpoint["rng"]["torch"])
         self.history, self.best = checkpoint["history"], checkpoint["best"]
         self.wall_seconds, self.test_predictions = checkpoint["wall_seconds"], checkpoint["test_predictions"]
+        self.earlier_parts = checkpoint.get("provenance", [])  # none in checkpoints from before it was recorded
+        self.part_started_at = self.wall_seconds
+
+    def begin_part(self, data_record: dict) -> None:
+        """This process's part of the run starts: what runs it, on what, from which data."""
+        self.part = provenance.start_part(self.runtime, self.args.command, self.epochs_done + 1, data_record)
+
+    def parts(self) -> list[dict]:
+        """Every part of the run so far, this one with its cost up to now."""
+        if self.part is None:
+            return list(self.earlier_parts)
+        return [*self.earlier_parts,
+                provenance.finish_part(self.part, self.runtime, self.wall_seconds - self.part_started_at)]
 
     def load_random_streams(self, saved: dict, saved_settings: dict) -> None:
         """The data order's and the augmentation's random streams, where the checkpoint's fit this
@@ -248,6 +268,7 @@ class Training:
                                                                  ("test", self.dataset.test)) if part is not None},
             schedule=self.schedule.state_dict(),  # the lr figure draws every step's rate from it
             wall_seconds=self.wall_seconds,
+            provenance=provenance.summary(self.parts()),
             device=self.runtime.describe(),
             precision=self.runtime.precision,
             compiled=self.runtime.compiled,
@@ -381,22 +402,25 @@ def run(args: argparse.Namespace) -> Optional[dict]:
     settings.resolve(args, runtime)
     # Every input is read and checked before the results folder is made: a failed start leaves none.
     source = data.SOURCES[args.dataset]
-    dataset = data.load_dataset(data.find_or_download(args.data_dir, source), source, args.val_size, args.seed)
+    folder = data.find_or_download(args.data_dir, source)
+    dataset = data.load_dataset(folder, source, args.val_size, args.seed)
+    data_record = {**data.fingerprint(folder, source), "val_split_sha256": dataset.val_sha256}
     if not runtime.processes.is_main:  # the other processes train and leave the files to rank 0
-        return run_locked(args, files, checkpoint, runtime, model, dataset)
+        return run_locked(args, files, checkpoint, runtime, model, dataset, data_record)
     files.make_writable()
     with files.locked():
-        return run_locked(args, files, checkpoint, runtime, model, dataset)
+        return run_locked(args, files, checkpoint, runtime, model, dataset, data_record)
 
 
 def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[dict], runtime: Runtime,
-               model: nn.Module, dataset: data.Dataset) -> dict:
+               model: nn.Module, dataset: data.Dataset, data_record: dict) -> dict:
     training = Training(args, runtime, model, dataset)
     if checkpoint is not None:
         try:
             training.load_state_dict(checkpoint)
         except (RuntimeError, ValueError) as error:
             raise UsageError(f"cannot resume from the checkpoint: {type(error).__name__}: {str(error)[:200]}") from None
+    training.begin_part(data_record)
     main_process = runtime.processes.is_main
     if main_process:
         files.remove_leftovers()

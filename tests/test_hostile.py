@@ -56,6 +56,9 @@ def momentum_of_the_wrong_shape(checkpoint):
     (lambda c: c.update(epoch=7), "its history has 2 epochs, its epoch says 7"),
     (lambda c: c["args"].update(val_size=64, early_stop=1), "its history's validation columns do not match"),
     (lambda c: c.pop("test_predictions"), "its 'test_predictions' is missing"),
+    (lambda c: c["provenance"][0].update(first_epoch="one"), "its 'provenance' is not what train.py writes"),
+    (lambda c: c["provenance"][0]["data"].update(official="yes"), "its 'provenance' is not what train.py writes"),
+    (lambda c: c["provenance"][0].update(code=[[[[["deep"]]]]]), "its 'provenance' is not what train.py writes"),
 ])
 def test_a_forged_checkpoint_is_refused_before_anything_uses_it(two_epoch_run, data_dir, tmp_path, capsys,
                                                                change, message):

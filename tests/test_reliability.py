@@ -171,11 +171,19 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu(data_dir, tmp_path, mo
     assert checkpoint["epoch"] == 1
     checkpoint["rng"]["data"] = torch.tensor([7, 390], dtype=torch.int64).view(torch.uint8)  # as CUDA writes it
     checkpoint["args"]["device"] = "cuda:0"
+    checkpoint["provenance"][0]["device"] = {"type": "cuda", "name": "NVIDIA H200", "processes": 1}
     torch.save(checkpoint, path)
     capsys.readouterr()
     assert train.main(run_args(data_dir, tmp_path, "--resume", "--device", "cpu")) == 0
     assert "drawn by 1 process(es) on cuda:0, and this run has 1 on cpu" in capsys.readouterr().out
     assert [int(row["epoch"]) for row in read_rows(tmp_path / "ResNet20")] == [1, 2]
+    # The record keeps both parts of the run, each with the machine it ran on.
+    result = json.loads((tmp_path / "ResNet20" / "ResNet20_results.json").read_text())
+    first, second = result["provenance"]["parts"]
+    assert (first["first_epoch"], first["device"]["name"]) == (1, "NVIDIA H200")
+    assert (second["first_epoch"], second["device"]["type"]) == (2, "cpu") and "--resume" in second["command"]
+    assert result["provenance"]["device_hours"] == pytest.approx(first["device_hours"] + second["device_hours"])
+    assert "parts: epochs 1-1 on NVIDIA H200" in (tmp_path / "ResNet20" / "ResNet20_results.txt").read_text()
 
 
 def test_a_huge_learning_rate_really_diverges_with_a_clear_message(data_dir, tmp_path, capsys):

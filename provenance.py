@@ -1,0 +1,131 @@
+"""Where a run's numbers come from: the code, the libraries, the machine, the data and the compute.
+
+A run records one ``part`` per process start (a resume starts a new part: it may run other code,
+on another machine); ``summary`` adds them up for the run's summary.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torchvision
+
+from runtime import Runtime, cpu_has_fast_bf16, cpuinfo_field
+
+PROJECT = Path(__file__).resolve().parent
+GIT_TIMEOUT_SECONDS = 10
+
+
+def git(*arguments: str) -> str:
+    return subprocess.run(["git", "-C", str(PROJECT), *arguments], capture_output=True, text=True, check=True,
+                          timeout=GIT_TIMEOUT_SECONDS).stdout.strip()
+
+
+def code_state() -> dict:
+    """The project's git commit, and whether its files differ from it (untracked ones included,
+    ignored ones not): "unknown" for both outside a git checkout or without git."""
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "uncommitted_changes": "unknown"}
+
+
+def library_versions() -> dict:
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    # str(): torch's version is a str subclass that weights-only loading would refuse in a checkpoint
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__), "cuda": torch.version.cuda, "cudnn": cudnn}
+
+
+def device_record(runtime: Runtime) -> dict:
+    """The hardware one process of the run used, and how many processes there were."""
+    device, count = runtime.device, runtime.processes.count
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        return {"type": "cuda", "name": properties.name, "memory_gib": round(properties.total_memory / 2**30, 1),
+                "processes": count}
+    if device.type == "cpu":
+        return {"type": "cpu", "name": cpuinfo_field("model name") or platform.processor() or "unknown",
+                "threads": torch.get_num_threads(), "fast_bf16": cpu_has_fast_bf16(), "processes": count}
+    return {"type": device.type, "processes": count}
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak GPU memory allocated on CUDA; elsewhere the peak resident memory of this process."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource  # Unix only, and only needed here
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def start_part(runtime: Runtime, command: str, first_epoch: int, data: dict) -> dict:
+    """This process's part of the run, before its first epoch; ``finish_part`` adds its cost."""
+    return {"first_epoch": first_epoch, "command": command, "code": code_state(), "versions": library_versions(),
+            "device": device_record(runtime), "precision": runtime.precision, "compile_mode": runtime.compile_mode,
+            "deterministic": torch.are_deterministic_algorithms_enabled(), "data": data}
+
+
+def finish_part(part: dict, runtime: Runtime, wall_seconds: float) -> dict:
+    """``part`` with the training and evaluation time it took, that time times the devices it held
+    (device-hours: GPUs, or CPUs counted as one device per process) and its peak memory."""
+    return {**part, "wall_seconds": wall_seconds,
+            "device_hours": wall_seconds * runtime.processes.count / 3600,
+            "peak_memory_gib": round(peak_memory_gib(runtime.device), 3)}
+
+
+def summary(parts: list[dict]) -> dict:
+    """The run's record from its parts: whether every part read the official data, its compute."""
+    return {"official_data": bool(parts) and all(part["data"]["official"] for part in parts),
+            "device_hours": sum(part["device_hours"] for part in parts),
+            "peak_memory_gib": max((part["peak_memory_gib"] for part in parts), default=None),
+            "parts": parts}
+
+
+def describe_data(data: Optional[dict]) -> str:
+    if data is None:
+        return "unknown"
+    return (f"{data['name']}, the official release (every file's MD5 matches torchvision's)" if data["official"]
+            else f"{data['name']} format, NOT the official release (checksums differ from torchvision's): "
+                 "not comparable with published numbers")
+
+
+def describe_code(code: dict) -> str:
+    changes = code.get("uncommitted_changes")
+    return code["commit"] + (" with uncommitted changes" if changes is True else
+                             "" if changes is False else " (uncommitted changes unknown)")
+
+
+def describe_device(device: dict) -> str:
+    name = device.get("name", device["type"])
+    processes = device["processes"]
+    return f"{name}{f' x {processes} processes' if processes > 1 else ''}"
+
+
+def summary_lines(record: Optional[dict], epochs_done: int) -> list[str]:
+    """The record of a run (``summary``) as lines of its text summary."""
+    parts = record["parts"] if record else []
+    if not parts:
+        return []
+    latest = parts[-1]
+    versions = latest["versions"]
+    lines = [
+        "data: " + describe_data(latest["data"]) if record["official_data"] or len(parts) == 1 else
+        "data: NOT the official release in every part of the run: not comparable with published numbers",
+        "code: " + "; ".join(dict.fromkeys(describe_code(part["code"]) for part in parts)),
+        f"versions: python {versions['python']}, torch {versions['torch']}, torchvision {versions['torchvision']}, "
+        f"CUDA {versions['cuda'] or '-'}, cuDNN {versions['cudnn'] or '-'}",
+        f"compute: {record['device_hours']:.3f} device-hours, peak memory {record['peak_memory_gib']:.2f} GiB",
+    ]
+    if latest["data"].get("val_split_sha256"):
+        lines.append(f"validation split: sha256 {latest['data']['val_split_sha256']}")
+    if len(parts) > 1:
+        spans = [f"epochs {part['first_epoch']}-{following['first_epoch'] - 1}" for part, following in
+                 zip(parts, parts[1:])] + [f"epochs {latest['first_epoch']}-{epochs_done}"]
+        lines.append("parts: " + "; ".join(f"{span} on {describe_device(part['device'])}, {part.get('precision')}"
+                                            for span, part in zip(spans, parts)))
+    return lines

@@ -1,0 +1,82 @@
+"""What a run records of where its numbers come from: code, libraries, machine, data, compute."""
+
+import hashlib
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+import data
+import provenance
+import runtime
+import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git(*arguments):
+    return subprocess.run(["git", "-C", str(ROOT), *arguments], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_a_run_s_summary_records_code_libraries_device_data_and_compute(two_epoch_run, data_dir):
+    result = json.loads((two_epoch_run / "ResNet20_results.json").read_text())
+    record = result["provenance"]
+    [part] = record["parts"]
+    assert part["first_epoch"] == 1 and part["command"] == result["command"]
+    assert part["code"] == {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain"))}
+    assert part["versions"] == {"python": part["versions"]["python"], "torch": torch.__version__,
+                                "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
+                                "cudnn": torch.backends.cudnn.version()}
+    assert part["device"] == {"type": "cpu", "name": runtime.cpuinfo_field("model name") or part["device"]["name"],
+                              "threads": torch.get_num_threads(), "fast_bf16": runtime.cpu_has_fast_bf16(),
+                              "processes": 1}
+    assert (part["precision"], part["compile_mode"], part["deterministic"]) == (result["precision"], None, False)
+    folder = Path(data_dir) / data.CIFAR10.folder
+    assert part["data"]["md5"] == {name: hashlib.md5((folder / name).read_bytes()).hexdigest()
+                                   for name in (*data.CIFAR10.train_files, *data.CIFAR10.test_files)}
+    assert part["data"]["official"] is False and record["official_data"] is False  # the tiny test data
+    assert part["data"]["val_split_sha256"] is None
+    assert part["wall_seconds"] == pytest.approx(result["wall_seconds"])
+    assert record["device_hours"] == pytest.approx(result["wall_seconds"] / 3600)
+    assert 0.1 < record["peak_memory_gib"] < 64
+    text = (two_epoch_run / "ResNet20_results.txt").read_text()
+    assert "NOT the official release" in text and f"code: {part['code']['commit']}" in text
+    assert f"torch {torch.__version__}" in text and "device-hours" in text
+
+
+def test_the_recorded_command_replays_to_the_recorded_settings(two_epoch_run):
+    result = json.loads((two_epoch_run / "ResNet20_results.json").read_text())
+    replayed = settings.parse_args(shlex.split(result["command"])[2:])  # after "python train.py"
+    settings.resolve_model_and_warmup(replayed)
+    for name in settings.RESULT_SETTINGS:
+        if name != "precision":  # "auto" on the command line; the summary has what it resolved to
+            assert getattr(replayed, name) == result["settings"][name], name
+    assert result["settings"]["precision"] in ("bf16", "fp32") and result["settings"]["compile"] in ("on", "off")
+
+
+def test_official_files_are_told_apart_from_a_copy_in_the_same_format(data_dir, monkeypatch):
+    folder = Path(data_dir) / data.CIFAR10.folder
+    ours = data.fingerprint(folder)["md5"]
+    monkeypatch.setattr(data, "official_md5s", lambda source: dict(ours))  # as if these were the release
+    assert data.fingerprint(folder)["official"] is True
+    monkeypatch.setattr(data, "official_md5s", lambda source: {**ours, "test_batch": "0" * 32})
+    assert data.fingerprint(folder)["official"] is False
+    monkeypatch.undo()  # the real list is torchvision's
+    assert data.official_md5s(data.CIFAR10) == dict(torchvision.datasets.CIFAR10.train_list
+                                                    + torchvision.datasets.CIFAR10.test_list)
+
+
+def test_the_validation_split_s_hash_names_its_images(data_dir):
+    folder = Path(data_dir) / data.CIFAR10.folder
+    first, again, other = (data.load_dataset(folder, val_size=32, seed=seed) for seed in (0, 0, 1))
+    assert first.val_sha256 == again.val_sha256 != other.val_sha256
+    assert len(first.val_sha256) == 64 and data.load_dataset(folder).val_sha256 is None
+
+
+def test_outside_a_git_checkout_the_commit_is_unknown(monkeypatch, tmp_path):
+    monkeypatch.setattr(provenance, "PROJECT", tmp_path)  # no .git here or above (a temporary folder)
+    assert provenance.code_state() == {"commit": "unknown", "uncommitted_changes": "unknown"}
