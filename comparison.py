@@ -31,6 +31,7 @@ from data import SOURCES as DATA_SOURCES
 from recipe import PRESETS
 from runfiles import COMPLETE, RunFiles, csv_text, is_number, write_text
 from sweep import SWEEP_MODELS
+from verdict import RULE, confidence_interval, verdict
 
 # Table 6 of the paper, test error (%). ResNet-110: best of 5 runs, and their mean and std.
 PAPER_ERROR = {"ResNet20": 8.75, "ResNet32": 7.51, "ResNet44": 7.17, "ResNet56": 6.97, "ResNet110": 6.43,
@@ -62,8 +63,13 @@ FIGURE7_MODELS = ("Plain20", "Plain56", "Plain110", "ResNet20", "ResNet56", "Res
 PAPER_RECIPE = ("shortcut", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                 "milestones", "step_size", "gamma", "warmup", "warmup_epochs", "label_smoothing", "mixup", "cutmix",
                 "color_jitter", "random_erasing", "normalize", "early_stop")
-SUMMARY_COLUMNS = ("model", "paper_schedule", "devices", "data", "commands", "depth", "parameters", "runs", "seeds", "paper_error", "paper_mean_error", "best_error",
-                   "mean_error", "std_error", "mean_minus_paper", "epochs", "mean_wall_minutes")
+# Settings in which a run may differ from the paper's and still get a verdict: the seed, and the
+# precision (bf16 autocast on fast hardware; the README lists it among the differences).
+VERDICT_FREE_SETTINGS = ("model", "seed", "dataset", "precision")
+SUMMARY_COLUMNS = ("model", "paper_schedule", "devices", "data", "official_data", "commands", "depth", "parameters",
+                   "runs", "seeds", "paper_error", "paper_mean_error", "best_error", "mean_error", "std_error",
+                   "ci95_low", "ci95_high", "mean_minus_paper", "verdict", "epochs", "mean_wall_minutes",
+                   "device_hours")
 
 
 @dataclass
@@ -76,9 +82,25 @@ class Sweep:
     unreadable: list[Path]  # folders whose summary is not what train.py writes
 
 
+def official_data(result: dict) -> Optional[bool]:
+    """Whether the run read the official CIFAR files (its record says); None where it has no record."""
+    return result["provenance"]["official_data"] if "provenance" in result else None
+
+
+def device_hours(result: dict) -> Optional[float]:
+    return result["provenance"]["device_hours"] if "provenance" in result else None
+
+
+def is_record(record) -> bool:
+    """The summary's provenance, as far as the report uses it."""
+    return (isinstance(record, dict) and isinstance(record.get("official_data"), bool)
+            and is_number(record.get("device_hours")))
+
+
 def is_finished_summary(result: dict) -> bool:
-    """Whether a finished run's summary has every field the report uses, of the right type."""
-    return (isinstance(result.get("model"), str) and is_number(result.get("final_test_error"))
+    """Whether a finished run's summary has every field the report uses, of the right type (older
+    summaries have no provenance)."""
+    return (isinstance(result.get("model"), str) and ("provenance" not in result or is_record(result["provenance"])) and is_number(result.get("final_test_error"))
             and all(isinstance(result.get(key), int) for key in ("parameters", "epochs", "steps_per_epoch"))
             and is_number(result.get("wall_seconds")) and isinstance(result.get("settings"), dict)
             and isinstance(result["settings"].get("seed"), int)
@@ -123,6 +145,8 @@ def group_name(result: dict) -> str:
     recipe = recipe if isinstance(recipe, str) and recipe in PRESETS else "paper"  # another shows as a deviation
     names = [name for name in settings.RESULT_SETTINGS if name not in ("model", "seed", "dataset")]  # one report each
     differences = ([f"recipe={recipe}"] if recipe != "paper" else []) + deviations(result, names, recipe)
+    if official_data(result) is False:  # never pooled with runs on the official files
+        differences.append("data=not official")
     return result["model"] + (f" [{', '.join(differences)}]" if differences else "")
 
 
@@ -168,11 +192,14 @@ def summary_row(group: str, runs: list[dict]) -> dict:
     paper_mean = PAPER_MEAN_ERROR[model][0] if model in PAPER_MEAN_ERROR and dataset == "cifar10" else None
     reference = paper_mean if paper_mean is not None else paper
     mean = float(errors.mean())
+    interval = confidence_interval(errors.tolist())
+    hours = [device_hours(run) for run in runs]
     return {
         "model": group,
         "paper_schedule": not deviations(runs[0], PAPER_RECIPE),
         "devices": "; ".join(sorted({run["device"] for run in runs})),
         "data": "; ".join(sorted({run["settings"].get("data_dir", "?") for run in runs})),
+        "official_data": describe_official(runs),
         "commands": "; ".join(sorted({run.get("command", "?") for run in runs})),
         "depth": depth_of(model),
         "parameters": runs[0]["parameters"],
@@ -184,10 +211,36 @@ def summary_row(group: str, runs: list[dict]) -> dict:
         "mean_error": mean,
         # The sample standard deviation over seeds; none from a single run.
         "std_error": float(errors.std(ddof=1)) if len(errors) > 1 else None,
+        "ci95_low": interval[0] if interval else None,
+        "ci95_high": interval[1] if interval else None,
         "mean_minus_paper": mean - reference if reference is not None else None,
+        "verdict": verdict(mean, reference, verdict_blockers(runs)),
         "epochs": " ".join(sorted({str(run["epochs"]) for run in runs})),
         "mean_wall_minutes": float(np.mean([run["wall_seconds"] for run in runs])) / 60,
+        "device_hours": sum(hours) if None not in hours else None,
     }
+
+
+def describe_official(runs: list[dict]) -> str:
+    known = {official_data(run) for run in runs}
+    return "yes" if known == {True} else "no" if known == {False} else "not recorded" if known == {None} else "mixed"
+
+
+def verdict_blockers(runs: list[dict]) -> list[str]:
+    """Why a group of runs gets no verdict against Table 6; none if it gets one."""
+    run = runs[0]
+    if dataset_of(run) != "cifar10" or run["model"] not in PAPER_ERROR:
+        return ["not a net of the paper's Table 6"]
+    blockers = []
+    names = [name for name in settings.RESULT_SETTINGS if name not in VERDICT_FREE_SETTINGS]
+    differences = deviations(run, names)
+    if differences:
+        blockers.append("not the paper's settings (" + ", ".join(differences) + ")")
+    official = describe_official(runs)
+    if official != "yes":
+        blockers.append({"no": "not the official data", "mixed": "not all on the official data"}.get(
+            official, "data not recorded"))
+    return blockers
 
 
 def number(value, digits: int = 2) -> str:
@@ -202,13 +255,17 @@ def summary_markdown(rows: list[dict], dataset: str, missing: list[str], unfinis
         title,
         "",
         "Errors are of the **final** model of each run (no epoch picked on the test set). Best and",
-        "mean ± sample std are over the runs (seeds) found; the paper gives best (mean ± std of 5 runs)",
-        "for ResNet-110 only. Difference: our mean minus the paper's (its mean for ResNet-110).",
-        "Published: Table 6 of He et al. 2016a unless the row names another source: "
+        "mean are over the n runs (seeds) found; ± is the sample standard deviation over them, and",
+        "the 95% confidence interval of the mean is Student's t (from two runs up). The paper gives best",
+        "(mean ± std of 5 runs) for ResNet-110 only. Difference: our mean minus the paper's (its mean",
+        "for ResNet-110). Published: Table 6 of He et al. 2016a unless the row names another source: "
         + "; ".join(SOURCES.values()) + ".",
         "",
-        "| model | params | published | ours: best | ours: mean ± std (runs) | ours − paper | epochs | minutes/run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "Verdict, " + RULE,
+        "",
+        "| model | params | published | ours: best | ours: mean ± std (n) | 95% CI | ours − paper | verdict | epochs | "
+        "minutes/run |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for row in rows:
         model = row["model"].split()[0]
@@ -219,14 +276,22 @@ def summary_markdown(rows: list[dict], dataset: str, missing: list[str], unfinis
             paper += f" ({row['paper_mean_error']:.2f}±{PAPER_MEAN_ERROR[row['model'].split()[0]][1]:.2f})"
         spread = f"{row['mean_error']:.2f}" + (f" ± {row['std_error']:.2f}" if row["std_error"] is not None else "")
         difference = f"{row['mean_minus_paper']:+.2f}" if row["mean_minus_paper"] is not None else "–"
+        interval = f"{row['ci95_low']:.2f}–{row['ci95_high']:.2f}" if row["ci95_low"] is not None else "–"
         mark = "" if row["paper_schedule"] else " †"
         lines.append(f"| {row['model']}{mark} | {row['parameters']:,} | {paper} | {row['best_error']:.2f} | "
-                     f"{spread} ({row['runs']}) | {difference} | {row['epochs']} | {row['mean_wall_minutes']:.1f} |")
+                     f"{spread} ({row['runs']}) | {interval} | {difference} | {row['verdict']} | {row['epochs']} | "
+                     f"{row['mean_wall_minutes']:.1f} |")
     lines.append("")
+    hours = [row["device_hours"] for row in rows]
+    recorded = [value for value in hours if value is not None]
+    lines += [f"Total compute of these runs: {sum(recorded):.2f} device-hours"
+              + (f" ({len(hours) - len(recorded)} row(s) of runs without a record left out)" if None in hours else "")
+              + ".", ""]
     if not all(row["paper_schedule"] for row in rows):
         lines += ["† Not the paper's recipe (the differences are in brackets): not comparable with the paper's "
                   "numbers.", ""]
-    lines += [f"- {row['model']}: device {row['devices']}; data {row['data']}; `{row['commands']}`" for row in rows]
+    lines += [f"- {row['model']}: device {row['devices']}; data {row['data']} (official CIFAR files: "
+              f"{row['official_data']}); `{row['commands']}`" for row in rows]
     lines += ["", SEED_CLAIMS if dataset == "cifar10" else CIFAR100_OTHERS, ""]
     if missing:
         lines.append(f"Not run yet (of run.sh's default list): {', '.join(missing)}.")

@@ -99,6 +99,9 @@ run_one() {
     fi
 }
 
+# The sweep's environment, once per sweep (each run's summary also records its own versions).
+echo "environment: $("$PYTHON" sweep.py environment | tr '\n' ' ')"
+
 jobs_list=()
 for model in $MODELS; do
     for seed in $SEEDS; do

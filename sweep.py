@@ -5,6 +5,7 @@ files and the command of each run live in one place.
     python sweep.py run MODEL SEED    # the run's state (finished, resumable or new), its folder, and its
                                       # train.py arguments, NUL-separated: one Python start per run
     python sweep.py slurm [--submit]  # the Slurm job arrays of the sweep (printed, or submitted)
+    python sweep.py environment       # RESULTS_DIR/environment/<UTC time>-collect_env.txt and -pip-freeze.txt
 
 The sweep's variables (EPOCHS, DATASET, DATA_DIR, RESULTS_DIR, TRAIN_FLAGS, MODELS, SEEDS) are
 read from the environment, with the defaults below.
@@ -16,10 +17,11 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
-from runfiles import RunFiles
+from runfiles import RunFiles, write_text
 
 # The paper's ResNets and plain nets (Table 6, Figure 6), the seed repository's ImageNet-style
 # extras, and ResNet-1202 last, since it takes longer than all the others together.
@@ -35,7 +37,11 @@ SLURM_TIME = {"ResNet1202": "36:00:00", "ResNet110": "4:00:00", "Plain110": "4:0
 SLURM_MEMORY = {"ResNet1202": "64G"}
 SLURM_DEFAULT_TIME, SLURM_DEFAULT_MEMORY = "2:00:00", "32G"
 SLURM_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=4", "--requeue", "--signal=B:TERM@120")  # a preempted task resumes
-USAGE = "usage: python sweep.py defaults | run MODEL SEED | slurm [--submit]"
+USAGE = "usage: python sweep.py defaults | run MODEL SEED | slurm [--submit] | environment"
+# What the sweep's environment snapshot holds: PyTorch's own report of the machine and libraries, and every package.
+ENVIRONMENT_COMMANDS = {"collect_env": [sys.executable, "-m", "torch.utils.collect_env"],
+                        "pip-freeze": [sys.executable, "-m", "pip", "freeze"]}
+ENVIRONMENT_TIMEOUT_SECONDS = 120
 
 
 def setting(name: str) -> str:
@@ -87,6 +93,30 @@ def slurm(submit: bool) -> None:
         subprocess.run(report, check=True)
 
 
+def snapshot_environment() -> list[Path]:
+    """The environment of this sweep, once per sweep (run.sh asks before its first run): files
+    named by the UTC time under RESULTS_DIR/environment/, so a later sweep into the same folder
+    adds its own and no snapshot claims runs it did not see. Each run's summary also records its
+    own versions and device."""
+    folder = Path(setting("RESULTS_DIR")) / "environment"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    paths = []
+    for name, command in ENVIRONMENT_COMMANDS.items():
+        paths.append(folder / f"{stamp}-{name}.txt")
+        write_text(paths[-1], f"$ {shlex.join(command)}\n{command_output(command)}")
+    return paths
+
+
+def command_output(command: list[str]) -> str:
+    """What ``command`` printed, or why it could not run: a snapshot never stops the sweep."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=ENVIRONMENT_TIMEOUT_SECONDS)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"could not run: {error}\n"
+    return done.stdout + done.stderr + ("" if done.returncode == 0 else f"(exit status {done.returncode})\n")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["defaults"]:
@@ -96,6 +126,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.write("\0".join([files.state(), str(files.folder), *run_command(argv[1], argv[2])]) + "\0")
     elif argv[:1] == ["slurm"] and argv[1:] in ([], ["--submit"]):
         slurm(submit=argv[1:] == ["--submit"])
+    elif argv == ["environment"]:
+        print("\n".join(map(str, snapshot_environment())))
     else:
         print(USAGE, file=sys.stderr)
         return 2

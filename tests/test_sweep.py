@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import comparison
 import report
 import settings
 import sweep as sweep_module
+import verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP_FILES = ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")
@@ -54,6 +56,11 @@ def test_a_tiny_sweep_writes_every_run_and_report_file(sweep):
                 assert (results / f"seed{seed}" / model / pattern.format(m=model)).is_file()
     assert "ResNet32" in (results / "summary.md").read_text()  # named as not run yet
     assert finished.stdout.count("train  ") == 4
+    # One snapshot of the environment for the sweep, beside the runs.
+    [collect_env] = (results / "environment").glob("*-collect_env.txt")
+    [freeze] = (results / "environment").glob("*-pip-freeze.txt")
+    assert f"PyTorch version: {torch.__version__}" in collect_env.read_text()
+    assert f"torch=={torch.__version__.split('+')[0]}" in freeze.read_text()  # pip drops the local +cu130
 
 
 def test_summary_numbers_are_those_of_the_runs(sweep, data_dir):
@@ -106,8 +113,9 @@ def test_the_first_failing_run_stops_the_sweep_and_keeps_the_others(data_dir, tm
     assert not (tmp_path / "seed0" / "Plain20").exists()
 
 
-def write_fake_run(folder, model, seed, error, epochs=2, flags=()):
-    """A finished run's CSV and JSON with a chosen final test error (and train.py ``flags``)."""
+def write_fake_run(folder, model, seed, error, epochs=2, flags=(), official=None):
+    """A finished run's CSV and JSON with a chosen final test error (and train.py ``flags``); with
+    ``official`` True or False, a record saying whether it read the official CIFAR files."""
     folder.mkdir(parents=True)
     rows = [{"epoch": e, "train_loss": 1.0, "train_acc": 100 - error - 1, "test_loss": 1.0, "test_acc": 100 - error,
              "lr": 0.1, "epoch_seconds": 1.0, "train_images_per_s": 1.0} for e in range(1, epochs + 1)]
@@ -120,6 +128,8 @@ def write_fake_run(folder, model, seed, error, epochs=2, flags=()):
     run = {"model": model, "status": "finished", "parameters": 1_727_962, "final_test_error": error, "final_test_acc": 100 - error,
            "epochs": epochs, "steps_per_epoch": 390, "wall_seconds": 60.0 * seed, "settings": settings.recorded(paper),
            "layer_response_std": [1.0, 0.5, 0.25], "device": "cpu (2 threads)", "command": paper.command}
+    if official is not None:
+        run["provenance"] = {"official_data": official, "device_hours": 0.25, "peak_memory_gib": 1.0, "parts": []}
     (folder / f"{model}_results.json").write_text(json.dumps(run))
 
 
@@ -136,8 +146,43 @@ def test_resnet110_is_compared_with_the_paper_s_mean_of_five_runs(tmp_path):
     assert float(row["mean_minus_paper"]) == pytest.approx(6.7 - 6.61)
     assert float(row["mean_wall_minutes"]) == pytest.approx(2.0)
     text = (tmp_path / "summary.md").read_text()
-    assert "| ResNet110 | 1,727,962 | 6.43 (6.61±0.16) | 6.30 | 6.70 ± 0.32 (5) | +0.09 |" in text
+    assert "| ResNet110 | 1,727,962 | 6.43 (6.61±0.16) | 6.30 | 6.70 ± 0.32 (5) | 6.31–7.09 | +0.09 |" in text
+    # Student's t for 4 degrees of freedom, from a table: 2.776; these runs have no data record.
+    half = 2.776 * statistics.stdev([6.5, 6.7, 6.9, 7.1, 6.3]) / 5 ** 0.5
+    assert (float(row["ci95_low"]), float(row["ci95_high"])) == pytest.approx((6.7 - half, 6.7 + half), abs=1e-3)
+    assert row["verdict"] == "no verdict: data not recorded"
     assert "Unfinished (no summary yet):" in text and "ResNet56" in text
+
+
+def test_the_verdict_follows_the_rule_fixed_in_advance(tmp_path):
+    paper = comparison.PAPER_ERROR
+    runs = {  # folder: model, seed, final test error, train.py flags, official data
+        "seed0/ResNet20": ("ResNet20", 0, paper["ResNet20"] + 0.40, (), True),
+        "seed1/ResNet20": ("ResNet20", 1, paper["ResNet20"] + 0.50, (), True),  # mean: 0.45 above
+        "seed0/ResNet56": ("ResNet56", 0, paper["ResNet56"] + 0.60, (), True),
+        "seed0/ResNet32": ("ResNet32", 0, paper["ResNet32"] - 0.70, (), True),
+        "seed0/ResNet44": ("ResNet44", 0, paper["ResNet44"], (), False),
+        "lr/ResNet20": ("ResNet20", 0, paper["ResNet20"], ("--lr", "0.05"), True),
+        "bf16/ResNet20": ("ResNet20", 2, paper["ResNet20"] + 0.45, ("--precision", "bf16"), True),
+    }
+    for folder, (model, seed, error, flags, official) in runs.items():
+        write_fake_run(tmp_path / folder, model, seed, error, flags=flags, official=official)
+    comparison.write_sweep_report(tmp_path)
+    with open(tmp_path / "summary.csv", newline="") as file:
+        verdicts = {row["model"]: row for row in csv.DictReader(file)}
+    assert verdicts["ResNet20"]["verdict"] == "reproduced" and verdicts["ResNet20"]["runs"] == "2"
+    # Two runs: Student's t for 1 degree of freedom, from a table: 12.706.
+    half = 12.706 * statistics.stdev([0.40, 0.50]) / 2 ** 0.5
+    low, high = float(verdicts["ResNet20"]["ci95_low"]), float(verdicts["ResNet20"]["ci95_high"])
+    assert (low, high) == pytest.approx((paper["ResNet20"] + 0.45 - half, paper["ResNet20"] + 0.45 + half), abs=1e-3)
+    assert verdicts["ResNet56"]["verdict"] == "worse than the paper"
+    assert verdicts["ResNet32"]["verdict"] == "better than the paper"
+    assert verdicts["ResNet44 [data=not official]"]["verdict"] == "no verdict: not the official data"
+    assert verdicts["ResNet20 [lr=0.05]"]["verdict"].startswith("no verdict: not the paper's settings (lr=0.05")
+    assert verdicts["ResNet20 [precision=bf16]"]["verdict"] == "reproduced"  # precision: a listed difference
+    text = (tmp_path / "summary.md").read_text()
+    assert verdict.RULE in text and "± is the sample standard deviation" in text
+    assert "Total compute of these runs: 1.75 device-hours." in text
 
 
 def test_summary_of_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):
