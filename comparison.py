@@ -316,10 +316,14 @@ def model_colour(model: str):
 
 
 def recipe_caveat(runs: dict[str, list[dict]]) -> str:
-    """A title's note when a figure draws runs that are not at the paper's recipe."""
+    """A title's note when a figure draws runs that are not at the paper's recipe, or on other
+    files than the official CIFAR ones."""
+    caveat = ""
     if any(deviations(model_runs[0], PAPER_RECIPE) for model_runs in runs.values()):
-        return "\n† not at the paper's recipe (see summary.md): not comparable with the paper's numbers"
-    return ""
+        caveat += "\n† not at the paper's recipe (see summary.md): not comparable with the paper's numbers"
+    if any(official_data(run) is False for model_runs in runs.values() for run in model_runs):
+        caveat += "\nsome runs read other files than the official CIFAR ones (see summary.md)"
+    return caveat
 
 
 def plot_depth_vs_error(runs: dict[str, list[dict]], path: Path, dataset: str = "cifar10") -> Figure:

@@ -211,6 +211,12 @@ def run_schedule(files: RunFiles) -> tuple[Optional[dict], Optional[int]]:
     return (schedule, steps_per_epoch) if usable else (None, None)
 
 
+def data_caveat(result: dict) -> str:
+    """A title's note for a run whose record says it read other files than the official CIFAR ones."""
+    record = result.get("provenance")
+    return " (not the official CIFAR files)" if isinstance(record, dict) and record.get("official_data") is False else ""
+
+
 def draw_run(folder: Path) -> list[Path]:
     """Draw every figure of the run in ``folder`` into folder/plots; returns the paths drawn.
 
@@ -224,13 +230,14 @@ def draw_run(folder: Path) -> list[Path]:
     files.plots.mkdir(exist_ok=True)
     drawn = [files.plots / "loss_acc_curves.png", files.plots / "lr_curve.png"]
     schedule, steps_per_epoch = run_schedule(files)
-    plot_curves(history, drawn[0], files.model, schedule, steps_per_epoch)
-    plot_lr(history, drawn[1], files.model, schedule, steps_per_epoch)
+    name = files.model + data_caveat(files.read_result() or {})
+    plot_curves(history, drawn[0], name, schedule, steps_per_epoch)
+    plot_lr(history, drawn[1], name, schedule, steps_per_epoch)
     saved = files.read_predictions()
     if saved is not None:
         labels, predictions = saved["labels"].long().numpy(), saved["predictions"].long().numpy()
         images, classes = saved["sample_images"].numpy(), saved["classes"]
-        title = f"{files.model}, epoch {saved['epoch']}"
+        title = f"{name}, epoch {saved['epoch']}"
         drawn += [files.plots / "confusion_matrix.png", files.plots / "predictions.png"]
         plot_confusion(labels, predictions, classes, drawn[2], title)
         plot_predictions(images, labels[: len(images)], predictions[: len(images)], classes, drawn[3], title)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torchvision
 
 import data
 import provenance
+import report
 import runtime
 import settings
 
@@ -80,3 +82,11 @@ def test_the_validation_split_s_hash_names_its_images(data_dir):
 def test_outside_a_git_checkout_the_commit_is_unknown(monkeypatch, tmp_path):
     monkeypatch.setattr(provenance, "PROJECT", tmp_path)  # no .git here or above (a temporary folder)
     assert provenance.code_state() == {"commit": "unknown", "uncommitted_changes": "unknown"}
+
+
+def test_a_run_on_other_files_says_so_on_its_figures(two_epoch_run, tmp_path, monkeypatch):
+    folder = shutil.copytree(two_epoch_run, tmp_path / "ResNet20")
+    titles = []
+    monkeypatch.setattr(report, "plot_curves", lambda history, path, title, *rest: titles.append(title))
+    report.draw_run(folder)
+    assert titles == ["ResNet20 (not the official CIFAR files)"]
