@@ -42,6 +42,8 @@ def test_benchmark_result_is_consistent(monkeypatch):
         ("on", 1, "cpu", True),
         ("off", 164, "cpu", False),
         ("auto", 9, "cpu", False),
+        ("auto", 9, "cuda", False),  # a run too short to repay compiling
+        ("auto", 10, "cuda", True),
         ("auto", 164, "meta", False),
     ],
 )

@@ -1,6 +1,7 @@
 """The shared set-up (runtime.setup): device choice, fast-bf16 detection, the seeded model."""
 
 import argparse
+import os
 
 import pytest
 import torch
@@ -45,6 +46,37 @@ def test_fast_bf16_falls_back_to_the_cpu_flags_without_pytorch_s_private_probes(
     monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
     assert runtime.cpu_has_fast_bf16() is expected
     assert runtime.pick_precision("auto", torch.device("cpu")) == ("bf16" if expected else "fp32")
+
+
+@pytest.mark.parametrize("amx,avx512_bf16,expected", [(False, False, False), (True, False, True), (False, True, True)])
+def test_fast_bf16_asks_pytorch_s_probes_where_it_has_them(monkeypatch, amx, avx512_bf16, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: pytest.fail("the probes answer first"))
+    assert runtime.cpu_has_fast_bf16() is expected
+
+
+@pytest.mark.parametrize("capability,expected", [((7, 5), "fp32"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_precision_on_a_gpu_is_bf16_from_ampere_on(monkeypatch, capability, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert runtime.pick_precision("auto", torch.device("cuda")) == expected
+    assert runtime.pick_precision("fp32", torch.device("cuda")) == "fp32"
+
+
+@pytest.mark.parametrize("deterministic,device,autotune,workspace", [
+    (True, "cuda", False, ":4096:8"),  # cuBLAS is deterministic only with its workspace fixed
+    (False, "cuda", True, None),  # cuDNN's autotuner
+    (False, "cpu", False, None),
+])
+def test_the_kernel_settings_follow_determinism_and_device(monkeypatch, deterministic, device, autotune, workspace):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored after the test
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", calls.append)
+    runtime.choose_kernels(deterministic=deterministic, device=torch.device(device))
+    assert calls == ([True] if deterministic else [])
+    assert torch.backends.cudnn.benchmark is autotune
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == workspace
 
 
 def test_setup_builds_the_seeded_model_on_the_device():
