@@ -3,6 +3,7 @@
 import csv
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,23 +218,28 @@ def write_malicious_checkpoint(path):
          "is not a readable checkpoint (UnpicklingError)"),
         (["--results-dir", "{tmp}/a_file/results"], lambda tmp, src: (tmp / "a_file").write_text("x"),
          "cannot write results to"),
+        # Found only once the data are read: the results folder must still be untouched.
+        (["--val-size", "100000"], None, "--val-size must lie in 0..319"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_overwrites_nothing(data_dir, reference_run, tmp_path, capsys, monkeypatch,
-                                                           extra, make, message):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(data_dir, reference_run, tmp_path, capsys, monkeypatch,
+                                                         extra, make, message):
     monkeypatch.chdir(tmp_path)  # where a successful exploit would write 'pwned'
     results = tmp_path / "results"
-    (results / "ResNet20").mkdir(parents=True)
-    existing = results / "ResNet20" / "ResNet20_results.csv"
-    existing.write_text("an earlier run's results\n")
+    shutil.copytree(reference_run, results / "Plain20")  # another model's run in the same results folder
+    before = folder_contents(results)
     if make is not None:
         make(tmp_path, reference_run / "ResNet20_last.pth")
     argv = run_args(data_dir, results, "--epochs", "1") + [part.format(tmp=tmp_path) for part in extra]
     assert train.main(argv) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1 and "Traceback" not in error
-    assert existing.read_text() == "an earlier run's results\n"
+    assert folder_contents(results) == before  # no folder, lock or summary for the failed run
     assert not (tmp_path / "pwned").exists()
+
+
+def folder_contents(folder):
+    return {path.relative_to(folder): path.read_bytes() if path.is_file() else None for path in folder.rglob("*")}
 
 
 def test_out_of_gpu_memory_suggests_a_smaller_batch(data_dir, tmp_path, monkeypatch, capsys):
