@@ -113,9 +113,10 @@ def summary_lines(record: Optional[dict], epochs_done: int) -> list[str]:
         return []
     latest = parts[-1]
     versions = latest["versions"]
+    officials = {part["data"]["official"] for part in parts}
     lines = [
-        "data: " + describe_data(latest["data"]) if record["official_data"] or len(parts) == 1 else
-        "data: NOT the official release in every part of the run: not comparable with published numbers",
+        "data: " + (describe_data(latest["data"]) if len(officials) == 1 else
+                    "NOT the official release in every part of the run: not comparable with published numbers"),
         "code: " + "; ".join(dict.fromkeys(describe_code(part["code"]) for part in parts)),
         f"versions: python {versions['python']}, torch {versions['torch']}, torchvision {versions['torchvision']}, "
         f"CUDA {versions['cuda'] or '-'}, cuDNN {versions['cudnn'] or '-'}",
