@@ -41,8 +41,7 @@ def test_checkpoints_load_with_weights_only_and_hold_the_full_state(two_epoch_ru
     for name in ("ResNet20_last.pth", "ResNet20_best.pth"):
         checkpoint = torch.load(two_epoch_run / name, weights_only=True)
         assert {"model", "optimizer", "scheduler", "epoch", "args", "metrics", "history", "best", "rng"} <= checkpoint.keys()
-        assert checkpoint["args"]["model"] == "ResNet20"
-        assert not any(key.startswith(("module.", "_orig_mod.")) for key in checkpoint["model"])
+        assert checkpoint["args"]["model"] == "ResNet20"  # prefixes: test_compiled.py and test_distributed.py
     last = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)
     assert last["epoch"] == 2 and last["scheduler"]["step_count"] == 20
     model = build_model("ResNet20")
