@@ -25,15 +25,27 @@ def test_benchmark_prints_rates_memory_and_projection_and_writes_nothing(tmp_pat
     assert not results.exists() and not (tmp_path / "no-data-needed").exists()
 
 
-def test_benchmark_result_is_consistent(monkeypatch):
-    monkeypatch.setattr(speed, "BENCHMARK_SECONDS", 0.2)
-    args = train.parse_args(["--model", "ResNet20", "--benchmark", "--batch-size", "16", "--epochs", "10",
-                             "--compile", "off"])
-    result = speed.benchmark(args)
-    assert result["train_images_per_s"] > 0 and result["eval_images_per_s"] > 0
-    per_epoch = (50_000 // 16 * 16) / result["train_images_per_s"] + 10_000 / result["eval_images_per_s"]
-    assert result["epoch_seconds"] == pytest.approx(per_epoch)
-    assert result["projected_run_seconds"] == pytest.approx(result["warmup_seconds"] + 10 * per_epoch)
+@pytest.mark.parametrize("val_size,train_images", [(0, 49_920), (5000, 44_928)])  # full batches of 128
+def test_the_projection_is_the_full_run_at_the_measured_rates(monkeypatch, val_size, train_images):
+    """Training at 1,000 images/s and evaluation at 10,000 (a clock that only evaluation moves):
+    an epoch is the training images at the first rate plus the test and validation images at
+    the second, and the run is the warm-up (one evaluation, 0.1 s) plus 164 epochs."""
+    clock = [0.0]
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *args, **kwargs: {"train_images_per_s": 1000.0,
+                                                                           "epoch_seconds": 0.5})
+
+    def evaluate(model, loader, runtime):
+        clock[0] += len(loader.labels) / 10_000
+        return 0.0, 0.0, None
+
+    monkeypatch.setattr(engine, "evaluate", evaluate)
+    result = speed.benchmark(train.parse_args(["--model", "ResNet20", "--benchmark", "--compile", "off",
+                                               "--val-size", str(val_size)]))
+    assert (result["train_images_per_s"], result["eval_images_per_s"]) == (1000.0, pytest.approx(10_000))
+    epoch = train_images / 1000 + (10_000 + val_size) / 10_000
+    assert result["epoch_seconds"] == pytest.approx(epoch)
+    assert result["projected_run_seconds"] == pytest.approx(0.1 + 164 * epoch)
 
 
 @pytest.mark.parametrize(
