@@ -54,12 +54,28 @@ def test_training_loss_falls_on_learnable_data(data_dir, tmp_path):
     assert losses[-1] < 0.6 * losses[0]
 
 
-def test_validation_split_adds_columns_and_picks_best_on_validation(data_dir, tmp_path):
-    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1", "--val-size", "64")) == 0
-    rows = read_csv(tmp_path / "ResNet20" / "ResNet20_results.csv")
+def test_validation_picks_the_best_checkpoint_and_the_result_stays_the_final_model_s(data_dir, tmp_path, monkeypatch):
+    evaluate, val_accuracies = engine.evaluate, iter([90.0, 50.0, 40.0])  # the best on validation: epoch 1
+
+    def validation_best_first(model, loader, runtime):
+        loss, accuracy, predictions = evaluate(model, loader, runtime)
+        return loss, next(val_accuracies) if len(loader.labels) == 64 else accuracy, predictions
+
+    monkeypatch.setattr(engine, "evaluate", validation_best_first)
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "3", "--val-size", "64")) == 0
+    folder = tmp_path / "ResNet20"
+    rows = read_csv(folder / "ResNet20_results.csv")
     assert list(rows[0]) == COLUMNS[:3] + ["val_loss", "val_acc"] + COLUMNS[3:]
-    result = json.loads((tmp_path / "ResNet20" / "ResNet20_results.json").read_text())
-    assert result["best"]["selected_on"] == "val" and result["steps"] == (320 - 64) // 32
+    result = json.loads((folder / "ResNet20_results.json").read_text())
+    assert result["best"] == {"epoch": 1, "selected_on": "val", "selected_acc": 90.0}
+    assert result["steps"] == 3 * ((320 - 64) // 32)
+    assert torch.load(folder / "ResNet20_best.pth", weights_only=True)["epoch"] == 1
+    assert torch.load(folder / "ResNet20_last.pth", weights_only=True)["epoch"] == 3
+    # The headline and the stored predictions are the final model's, not the best checkpoint's.
+    assert result["final_test_acc"] == pytest.approx(float(rows[-1]["test_acc"]))
+    saved = torch.load(folder / "ResNet20_test_predictions.pt", weights_only=True)
+    assert saved["epoch"] == 3
+    assert 100 * (saved["predictions"] == saved["labels"]).double().mean().item() == pytest.approx(result["final_test_acc"])
 
 
 def test_resume_continues_where_the_run_stopped(data_dir, tmp_path, monkeypatch, two_epoch_run):
