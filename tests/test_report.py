@@ -12,6 +12,7 @@ import evaluate
 import recipe
 import report
 import train
+from cifar_fixture import run_args
 
 
 def assert_sensible_png(path):
@@ -78,6 +79,22 @@ def test_evaluation_reproduces_the_final_test_accuracy(two_epoch_run, data_dir, 
     assert len(table) == 10 and accuracies == sorted(accuracies) and "airplane" in "".join(table)
     assert_sensible_png(two_epoch_run / "plots" / "ResNet20_last_confusion_matrix.png")
     (two_epoch_run / "plots" / "ResNet20_last_confusion_matrix.png").unlink()  # leave the shared run as it was
+
+
+@pytest.mark.parametrize("model,options", [
+    ("ResNet20", ["--shortcut", "B"]),  # projection shortcuts: weights option A does not have
+    ("ResNet18", ["--stem", "imagenet"]),  # the 7x7 stem and max-pool
+    ("ResNet20", ["--normalize", "channel"]),  # the checkpoint's normalisation, not the paper's
+])
+def test_evaluation_rebuilds_each_model_option_from_its_checkpoint(data_dir, tmp_path, model, options):
+    argv = run_args(data_dir, tmp_path, "--epochs", "1", "--device", "cpu", "--precision", "fp32", *options)
+    argv[argv.index("--model") + 1] = model
+    assert train.main(argv) == 0
+    folder = tmp_path / model
+    result = evaluate.evaluate_checkpoint(train.parse_args(
+        ["--evaluate", str(folder / f"{model}_last.pth"), "--data-dir", str(data_dir), "--device", "cpu",
+         "--precision", "fp32"]))
+    assert result["test_acc"] == pytest.approx(json.loads((folder / f"{model}_results.json").read_text())["final_test_acc"])
 
 
 def write_foreign_checkpoint(source, path, model):
