@@ -79,6 +79,10 @@ def test_summary_numbers_are_those_of_the_runs(sweep, data_dir):
         assert float(row["mean_error"]) == pytest.approx(statistics.mean(errors))
         assert float(row["std_error"]) == pytest.approx(statistics.stdev(errors))
         assert row["runs"] == "2" and row["seeds"] == "0 1" and row["parameters"] == "269722"
+        # The seeds really differ: each run starts from its own weights and draws its own data order.
+        losses = [[line.split(",")[1] for line in (results / f"seed{s}" / model / f"{model}_results.csv").read_text()
+                   .splitlines()[1:]] for s in (0, 1)]
+        assert losses[0] != losses[1]
     assert float(summary["ResNet20"]["mean_minus_paper"]) == pytest.approx(float(summary["ResNet20"]["mean_error"]) - 8.75)
     assert summary["Plain20"]["paper_error"] == ""
 
