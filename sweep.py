@@ -31,7 +31,7 @@ DEFAULTS = {"EPOCHS": "164", "DATASET": "cifar10", "DATA_DIR": "data", "RESULTS_
             "MODELS": " ".join(SWEEP_MODELS), "SEEDS": "0"}
 # Slurm requests per model (wall time, host memory), about twice the seed repository's times on
 # one RTX 4090 (26 min for ResNet-20, 73 min for ResNet-110, 15 h for ResNet-1202); ResNet-1202
-# needs a GPU with about 20 GB (docs/speed.md).
+# peaked at 5.76 GiB of GPU memory in bf16 at batch 128 on an H200 (docs/speed.md).
 SLURM_TIME = {"ResNet1202": "36:00:00", "ResNet110": "4:00:00", "Plain110": "4:00:00", "ResNet18": "6:00:00",
               "ResNet34": "8:00:00", "ResNet50": "10:00:00"}
 SLURM_MEMORY = {"ResNet1202": "64G"}
