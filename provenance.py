@@ -26,10 +26,12 @@ def git(*arguments: str) -> str:
 
 
 def code_state() -> dict:
-    """The project's git commit, and whether its files differ from it (untracked ones included,
-    ignored ones not): "unknown" for both outside a git checkout or without git."""
+    """The project's git commit, and whether its tracked files differ from it: "unknown" for both
+    outside a git checkout or without git. Untracked files are left out: results folders of any
+    name are untracked, and code only runs from an untracked file if a tracked one imports it."""
     try:
-        return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain"))}
+        changes = git("status", "--porcelain", "--untracked-files=no")
+        return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(changes)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "uncommitted_changes": "unknown"}
 

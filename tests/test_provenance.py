@@ -29,7 +29,8 @@ def test_a_run_s_summary_records_code_libraries_device_data_and_compute(two_epoc
     record = result["provenance"]
     [part] = record["parts"]
     assert part["first_epoch"] == 1 and part["command"] == result["command"]
-    assert part["code"] == {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain"))}
+    assert part["code"] == {"commit": git("rev-parse", "HEAD"),
+                            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
     assert part["versions"] == {"python": part["versions"]["python"], "torch": torch.__version__,
                                 "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
                                 "cudnn": torch.backends.cudnn.version()}
