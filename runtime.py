@@ -198,11 +198,13 @@ def pick_compile_mode(name: str, device: torch.device, processes: Processes = Pr
 
 def choose_kernels(*, deterministic: bool, device: torch.device) -> None:
     """Deterministic kernels only (an op without one raises; cuBLAS needs its workspace fixed for
-    that), or else, on CUDA, cuDNN's autotuner, which picks the fastest kernel per shape."""
+    that), or else, on CUDA, cuDNN's autotuner, which picks the fastest kernel per shape. Set
+    either way: the setting is global, and a run that follows another in the same process (the
+    tests, a notebook) must not inherit it."""
+    torch.use_deterministic_algorithms(deterministic)
     if deterministic:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
