@@ -100,7 +100,8 @@ def is_record(record) -> bool:
 def is_finished_summary(result: dict) -> bool:
     """Whether a finished run's summary has every field the report uses, of the right type (older
     summaries have no provenance)."""
-    return (isinstance(result.get("model"), str) and ("provenance" not in result or is_record(result["provenance"])) and is_number(result.get("final_test_error"))
+    return (isinstance(result.get("model"), str) and is_number(result.get("final_test_error"))
+            and ("provenance" not in result or is_record(result["provenance"]))
             and all(isinstance(result.get(key), int) for key in ("parameters", "epochs", "steps_per_epoch"))
             and is_number(result.get("wall_seconds")) and isinstance(result.get("settings"), dict)
             and isinstance(result["settings"].get("seed"), int)
