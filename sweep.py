@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from runfiles import RunFiles, write_text
+if TYPE_CHECKING:
+    from runfiles import RunFiles
 
 # The paper's ResNets and plain nets (Table 6, Figure 6), the seed repository's ImageNet-style
 # extras, and ResNet-1202 last, since it takes longer than all the others together.
@@ -49,6 +50,8 @@ def setting(name: str) -> str:
 
 
 def run_files(model: str, seed: str) -> RunFiles:
+    from runfiles import RunFiles  # here: it imports torch (seconds), which `defaults` does not need
+
     return RunFiles.of(Path(setting("RESULTS_DIR")) / f"seed{seed}", model, setting("DATASET"))
 
 
@@ -98,6 +101,8 @@ def snapshot_environment() -> list[Path]:
     named by the UTC time under RESULTS_DIR/environment/, so a later sweep into the same folder
     adds its own and no snapshot claims runs it did not see. Each run's summary also records its
     own versions and device."""
+    from runfiles import write_text
+
     folder = Path(setting("RESULTS_DIR")) / "environment"
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())

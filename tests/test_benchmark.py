@@ -10,12 +10,13 @@ import recipe
 import runtime
 import speed
 import train
+from cifar_fixture import PINNED_HOST
 
 
 def test_benchmark_prints_rates_memory_and_projection_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(speed, "BENCHMARK_SECONDS", 0.2)
     results = tmp_path / "results"
-    argv = ["--model", "ResNet20", "--benchmark", "--batch-size", "16", "--epochs", "3", "--compile", "off",
+    argv = ["--model", "ResNet20", "--benchmark", "--batch-size", "16", "--epochs", "3", "--compile", "off", *PINNED_HOST,
             "--results-dir", str(results), "--data-dir", str(tmp_path / "no-data-needed")]
     assert train.main(argv) == 0
     out = capsys.readouterr().out
@@ -40,7 +41,7 @@ def test_the_projection_is_the_full_run_at_the_measured_rates(monkeypatch, val_s
         return 0.0, 0.0, None
 
     monkeypatch.setattr(engine, "evaluate", evaluate)
-    result = speed.benchmark(train.parse_args(["--model", "ResNet20", "--benchmark", "--compile", "off",
+    result = speed.benchmark(train.parse_args(["--model", "ResNet20", "--benchmark", "--compile", "off", *PINNED_HOST,
                                                "--val-size", str(val_size)]))
     assert (result["train_images_per_s"], result["eval_images_per_s"]) == (1000.0, pytest.approx(10_000))
     epoch = train_images / 1000 + (10_000 + val_size) / 10_000

@@ -22,7 +22,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 def torchrun(data_dir, results_dir, *extra, wait=True):
     command = [*TORCHRUN, "train.py", *run_args(data_dir, results_dir, "--epochs", str(EPOCHS), "--compile", "off",
-                                                "--deterministic", "--device", "cpu", *extra)]
+                                                "--deterministic", *extra)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if wait:
         process.out, process.err = process.communicate(timeout=300)

@@ -16,6 +16,7 @@ import report
 import train
 from cifar_fixture import run_args
 from runfiles import RunFiles
+from test_sweep import ONE_THREAD_PER_JOB
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,56 +120,6 @@ def test_a_second_run_in_the_same_folder_refuses_naming_the_first(data_dir, tmp_
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 0  # free again once the holder is gone
 
 
-def kill_during(data_dir, results, method, call, *extra):
-    """Run train.py in a process that kills itself with SIGKILL on the ``call``-th call of
-    RunFiles.``method``, i.e. between two writes of an epoch."""
-    script = f"""
-import os, signal, sys
-sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
-import runfiles, train
-original, calls = runfiles.RunFiles.{method}, []
-def killed(self, *args, **kwargs):
-    calls.append(1)
-    if len(calls) == {call}:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, *args, **kwargs)
-runfiles.RunFiles.{method} = killed
-sys.exit(train.main({run_args(data_dir, results, "--deterministic", *extra)!r}))
-"""
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def test_a_kill_between_the_checkpoint_and_the_csv_is_repaired_by_the_resume(data_dir, tmp_path):
-    killed = kill_during(data_dir, tmp_path, "write_history", 2, "--epochs", "2")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    files = RunFiles.of(tmp_path, "ResNet20")
-    assert torch.load(files.last, weights_only=True)["epoch"] == 2 and len(files.read_history()) == 1
-    assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--deterministic", "--resume")) == 0
-    history = files.read_history()
-    assert [row["epoch"] for row in history] == [1, 2]
-    assert files.read_predictions()["epoch"] == 2
-    assert json.loads(files.json.read_text())["final_test_acc"] == history[-1]["test_acc"]
-
-
-def test_a_kill_between_last_and_best_is_repaired_by_the_resume(data_dir, tmp_path, monkeypatch):
-    import engine
-    from errors import RunInterrupted
-
-    killed = kill_during(data_dir, tmp_path, "link_best", 2, "--epochs", "4")
-    assert killed.returncode == -signal.SIGKILL, "the best epoch never moved, so nothing was tested"
-    files = RunFiles.of(tmp_path, "ResNet20")
-    last = torch.load(files.last, weights_only=True)
-    assert last["best"]["epoch"] == last["epoch"] != torch.load(files.best, weights_only=True)["epoch"]
-
-    def stop_at_once(*_args, **_kwargs):  # the resume's repairs come before its first step
-        raise RunInterrupted(signal.SIGTERM)
-
-    monkeypatch.setattr(engine, "train_one_epoch", stop_at_once)
-    argv = run_args(data_dir, tmp_path, "--epochs", "4", "--deterministic", "--resume")
-    assert train.main(argv) == 128 + signal.SIGTERM
-    assert torch.load(files.best, weights_only=True)["epoch"] == last["epoch"]
-
-
 def test_leftovers_that_are_not_files_are_left_alone(two_epoch_run, data_dir, tmp_path):
     results = tmp_path / "results"
     shutil.copytree(two_epoch_run, results / "ResNet20")
@@ -236,9 +187,9 @@ def test_non_finite_batchnorm_statistics_are_a_divergence_not_a_good_epoch(data_
 def test_gpus_that_pytorch_cannot_see_are_refused(data_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: None)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
-    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 2
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1", "--device", "auto")) == 2
     assert_one_line(capsys, "CUDA_VISIBLE_DEVICES=7 names GPUs, but PyTorch sees none of them here")
-    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1", "--device", "cpu")) == 0
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1", "--device", "cpu")) == 0  # the CPU is meant
 
 
 def start_training(data_dir, results, *extra):
@@ -280,9 +231,9 @@ def test_sigterm_after_resuming_into_a_new_folder_is_clean(data_dir, tmp_path):
 
 @pytest.mark.parametrize("gpus", ["", "0,1"])
 def test_a_signal_to_run_sh_stops_its_runs_cleanly_and_nothing_else(data_dir, tmp_path, gpus):
-    environment = {**os.environ, "MODELS": "ResNet20 Plain20", "SEEDS": "0", "EPOCHS": "20",
+    environment = {**os.environ, **ONE_THREAD_PER_JOB, "MODELS": "ResNet20 Plain20", "SEEDS": "0", "EPOCHS": "20",
                    "DATA_DIR": str(data_dir), "RESULTS_DIR": str(tmp_path), "GPUS": gpus,
-                   "TRAIN_FLAGS": "--batch-size 32 --device cpu --compile off", "PYTHON": sys.executable}
+                   "TRAIN_FLAGS": "--batch-size 32 --device cpu --precision fp32 --compile off", "PYTHON": sys.executable}
     sweep = subprocess.Popen(["bash", "run.sh"], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # in this process group: a `kill 0` would hit pytest
     log = tmp_path / "seed0" / "ResNet20" / "train.log"

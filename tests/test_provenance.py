@@ -56,9 +56,7 @@ def test_the_recorded_command_replays_to_the_recorded_settings(two_epoch_run):
     replayed = settings.parse_args(shlex.split(result["command"])[2:])  # after "python train.py"
     settings.resolve_model_and_warmup(replayed)
     for name in settings.RESULT_SETTINGS:
-        if name != "precision":  # "auto" on the command line; the summary has what it resolved to
-            assert getattr(replayed, name) == result["settings"][name], name
-    assert result["settings"]["precision"] in ("bf16", "fp32") and result["settings"]["compile"] in ("on", "off")
+        assert getattr(replayed, name) == result["settings"][name], name
 
 
 def test_official_files_are_told_apart_from_a_copy_in_the_same_format(data_dir, monkeypatch):

@@ -2,12 +2,10 @@
 
 import csv
 import json
-import random
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import engine
 import runfiles
 import train
 from cifar_fixture import run_args
+from errors import RunInterrupted
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 5
@@ -55,8 +54,8 @@ def assert_only_complete_files(folder):
         return
     checkpoint = torch.load(folder / "ResNet20_last.pth", weights_only=True)
     assert checkpoint["epoch"] == len(checkpoint["history"]) >= 1
-    best = torch.load(folder / "ResNet20_best.pth", weights_only=True)
-    assert best["epoch"] <= checkpoint["epoch"]
+    if (folder / "ResNet20_best.pth").exists():  # linked just after the checkpoint: it may lag, never lead
+        assert torch.load(folder / "ResNet20_best.pth", weights_only=True)["epoch"] <= checkpoint["epoch"]
     rows = read_rows(folder)
     # The CSV is written just after the checkpoint: it may lag by the epoch in flight, never lead.
     assert checkpoint["epoch"] - 1 <= len(rows) <= checkpoint["epoch"]
@@ -88,23 +87,71 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert list(tmp_path.iterdir()) == [path]
 
 
-def test_sigkill_at_random_moments_leaves_complete_files_and_resume_repeats_the_run_exactly(
+def crash(data_dir, results_dir, name, count, when, *flags):
+    """Run the training under tests/crash_at.py, killed by SIGKILL at the exact point it names."""
+    command = [sys.executable, str(ROOT / "tests" / "crash_at.py"), name, str(count), when,
+               *run_args(data_dir, results_dir, "--epochs", str(EPOCHS), "--deterministic", *flags)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, (f"no kill at write {count} of *{name} (exit status {done.returncode}): "
+                                                + done.stderr[-2000:])
+
+
+def temporary_files(folder):
+    return sorted(path.name for path in folder.rglob("*" + runfiles.TEMPORARY_SUFFIX))
+
+
+def test_sigkill_at_exact_points_of_the_writes_leaves_true_files_and_resume_repeats_the_run(
         data_dir, tmp_path, reference_run):
-    chooser = random.Random(1)
     folder = tmp_path / "ResNet20"
-    for _ in range(4):  # four kills, then a resume to the end
-        flags = ["--resume"] if (folder / "ResNet20_last.pth").exists() else ["--overwrite"]
-        process = start_training(data_dir, tmp_path, *flags)
-        time.sleep(chooser.uniform(3.0, 8.0))
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=60)
-        assert_only_complete_files(folder)
-    flags = ["--resume"] if (folder / "ResNet20_last.pth").exists() else ["--overwrite"]
-    process = start_training(data_dir, tmp_path, *flags)
+    # After epoch 1's checkpoint, before best.pth links to it (epoch 1 is always the best so far).
+    crash(data_dir, tmp_path, "_last.pth", 1, "after")
+    assert torch.load(folder / "ResNet20_last.pth", weights_only=True)["epoch"] == 1
+    assert not (folder / "ResNet20_best.pth").exists() and not (folder / "ResNet20_results.csv").exists()
+    assert json.loads((folder / "ResNet20_results.json").read_text())["status"] == "unfinished"
+    # Inside epoch 2's CSV write (the resume rewrites the CSV first): the new bytes in a temporary file.
+    crash(data_dir, tmp_path, "_results.csv", 2, "during", "--resume")
+    leftovers = temporary_files(folder)
+    assert len(leftovers) == 1 and leftovers[0].startswith(".ResNet20_results.csv.")
+    assert_only_complete_files(folder)
+    assert torch.load(folder / "ResNet20_best.pth", weights_only=True)["epoch"] >= 1  # linked by the resume
+    assert len(read_rows(folder)) == 1
+    # Planted temporary files, one a link to a file outside: the resume deletes them, not what a link points at.
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the run's")
+    (folder / ".ResNet20_last.pth.planted.tmp").write_bytes(b"half a checkpoint")
+    (folder / ".ResNet20_results.json.link.tmp").symlink_to(outside)
+    # After the last epoch's checkpoint, before its predictions, CSV and summary.
+    crash(data_dir, tmp_path, "_last.pth", EPOCHS - 2, "after", "--resume")
+    assert outside.read_text() == "not the run's" and temporary_files(folder) == []
+    assert torch.load(folder / "ResNet20_last.pth", weights_only=True)["epoch"] == EPOCHS
+    assert_only_complete_files(folder)
+    assert len(read_rows(folder)) == EPOCHS - 1
+    result = json.loads((folder / "ResNet20_results.json").read_text())
+    assert result["status"] == "unfinished" and "final_test_acc" not in result  # the summary lags, never leads
+    # The resume trains nothing more: it rebuilds the files from the checkpoint and finishes the run.
+    process = start_training(data_dir, tmp_path, "--resume")
     _, error = process.communicate(timeout=300)
     assert process.returncode == 0, error
-    assert not list(folder.glob("**/*.tmp"))
+    assert temporary_files(folder) == []
     assert_same_run(folder, reference_run)
+    assert json.loads((folder / "ResNet20_results.json").read_text())["status"] == "finished"
+
+
+def test_a_kill_between_last_and_a_stale_best_is_repaired_by_the_resume(data_dir, tmp_path, monkeypatch):
+    """Killed inside the second move of best.pth: last.pth holds a new best epoch, best.pth an older one."""
+    crash(data_dir, tmp_path, "_best.pth", 2, "during")
+    folder = tmp_path / "ResNet20"
+    last = torch.load(folder / "ResNet20_last.pth", weights_only=True)
+    assert last["best"]["epoch"] == last["epoch"] > torch.load(folder / "ResNet20_best.pth", weights_only=True)["epoch"]
+
+    def stop_at_once(*_args, **_kwargs):  # the resume's repairs come before its first step
+        raise RunInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(engine, "train_one_epoch", stop_at_once)
+    argv = run_args(data_dir, tmp_path, "--epochs", str(EPOCHS), "--deterministic", "--resume")
+    assert train.main(argv) == 128 + signal.SIGTERM
+    assert torch.load(folder / "ResNet20_best.pth", weights_only=True)["epoch"] == last["epoch"]
+    assert temporary_files(folder) == []
 
 
 def wait_for_epoch_line(process):

@@ -87,7 +87,7 @@ def test_evaluation_reproduces_the_final_test_accuracy(two_epoch_run, data_dir, 
     ("ResNet20", ["--normalize", "channel"]),  # the checkpoint's normalisation, not the paper's
 ])
 def test_evaluation_rebuilds_each_model_option_from_its_checkpoint(data_dir, tmp_path, model, options):
-    argv = run_args(data_dir, tmp_path, "--epochs", "1", "--device", "cpu", "--precision", "fp32", *options)
+    argv = run_args(data_dir, tmp_path, "--epochs", "1", *options)
     argv[argv.index("--model") + 1] = model
     assert train.main(argv) == 0
     folder = tmp_path / model

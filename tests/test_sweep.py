@@ -24,9 +24,14 @@ RUN_FILES = ("{m}_last.pth", "{m}_best.pth", "{m}_test_predictions.pt", "{m}_res
              "plots/confusion_matrix.png", "plots/loss_acc_curves.png", "plots/lr_curve.png", "plots/predictions.png")
 
 
+# The GPUS queue runs its jobs side by side, here on the CPU: one thread each, as on a machine
+# whose cores are shared out (two jobs of two spinning threads on two cores run 50x slower).
+ONE_THREAD_PER_JOB = {"OMP_NUM_THREADS": "1"}
+
+
 def run_sweep(data_dir, results_dir, models, seeds, **environment):
-    env = {**os.environ, "MODELS": models, "SEEDS": seeds, "EPOCHS": "1", "DATA_DIR": str(data_dir),
-           "RESULTS_DIR": str(results_dir), "TRAIN_FLAGS": "--batch-size 32 --device cpu", "PYTHON": sys.executable, **environment}
+    env = {**os.environ, **ONE_THREAD_PER_JOB, "MODELS": models, "SEEDS": seeds, "EPOCHS": "1", "DATA_DIR": str(data_dir),
+           "RESULTS_DIR": str(results_dir), "TRAIN_FLAGS": "--batch-size 32 --device cpu --precision fp32", "PYTHON": sys.executable, **environment}
     return subprocess.run(["bash", str(ROOT / "run.sh")], env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -228,7 +233,7 @@ def test_other_papers_numbers_are_named_with_their_source(tmp_path):
 def sweep_environment(monkeypatch, data_dir, results):
     """The variables run_sweep gives run.sh, for sweep.py in this process."""
     for name, value in {"EPOCHS": "1", "DATA_DIR": str(data_dir), "RESULTS_DIR": str(results),
-                        "TRAIN_FLAGS": "--batch-size 32 --device cpu", "MODELS": "ResNet20 Plain20", "SEEDS": "0 1"}.items():
+                        "TRAIN_FLAGS": "--batch-size 32 --device cpu --precision fp32", "MODELS": "ResNet20 Plain20", "SEEDS": "0 1"}.items():
         monkeypatch.setenv(name, value)
 
 
