@@ -156,6 +156,19 @@ class RunFiles:
         finally:
             os.close(descriptor)
 
+    def clear(self) -> None:
+        """Delete what an earlier run wrote here (for --overwrite), before the new run writes
+        anything: an overwrite stopped early must not leave the old run's checkpoints, CSV or
+        figures beside the new run's summary. The summary goes first, so a kill halfway leaves a
+        folder that claims no finished run. Only the run's own names; anything else stays."""
+        for path in (self.json, self.txt, self.last, self.best, self.predictions, self.csv):
+            path.unlink(missing_ok=True)
+        for folder in (self.plots, self.tensorboard):
+            if folder.is_symlink() or folder.is_file():
+                folder.unlink()  # a planted link is removed, not followed
+            elif folder.is_dir():
+                shutil.rmtree(folder)
+
     def remove_leftovers(self) -> None:
         """Delete the temporary files that a killed process left behind (files only: anything
         else of that name was not made here)."""

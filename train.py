@@ -423,6 +423,8 @@ def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[d
     training.begin_part(data_record)
     main_process = runtime.processes.is_main
     if main_process:
+        if args.overwrite:
+            files.clear()
         files.remove_leftovers()
         if checkpoint is not None:
             restore_files(training, files, checkpoint_path(args, files))

@@ -182,6 +182,28 @@ def test_a_stop_signal_saves_redraws_and_says_how_to_resume(data_dir, tmp_path, 
         assert_same_run(folder, reference_run)
 
 
+def test_an_overwrite_stopped_in_its_first_epoch_leaves_nothing_of_the_run_it_replaced(
+        data_dir, reference_run, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "ResNet20"
+    shutil.copytree(reference_run, folder)  # a finished run, with its checkpoints, CSV and figures
+    (folder / "notes.txt").write_text("the user's own file")
+
+    def stopped_in_the_first_epoch(*_args, **_kwargs):
+        raise RunInterrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(engine, "train_one_epoch", stopped_in_the_first_epoch)
+    assert train.main(run_args(data_dir, tmp_path, "--overwrite", "--epochs", "3", "--lr", "0.05")) == 128 + signal.SIGTERM
+    assert sorted(path.name for path in folder.iterdir()) == [".lock", "ResNet20_results.json", "ResNet20_results.txt",
+                                                              "notes.txt"]
+    result = json.loads((folder / "ResNet20_results.json").read_text())
+    assert (result["status"], result["epochs_done"], result["settings"]["lr"]) == ("interrupted", 0, 0.05)
+    assert "final_test_acc" not in result
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert train.main(run_args(data_dir, tmp_path, "--resume")) == 2  # the old run is gone, not resumed
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
 def test_a_nan_loss_stops_the_run_keeps_the_last_good_checkpoint_and_says_so(data_dir, tmp_path, monkeypatch, capsys):
     original = engine.train_one_epoch
     calls = []
