@@ -25,7 +25,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 import settings
-from report import ReportError, save_figure
+from errors import ReportError
+from report import save_figure
 from resnet import MODELS
 from data import SOURCES as DATA_SOURCES
 from recipe import PRESETS

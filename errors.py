@@ -1,4 +1,4 @@
-"""The ways a command can end other than by finishing; train.main turns each into its exit status."""
+"""The ways a command can end other than by finishing; train.main and report.main turn each into its exit status."""
 
 from __future__ import annotations
 
@@ -20,3 +20,9 @@ class RunInterrupted(Exception):
 
 class Diverged(Exception):
     """The training loss became NaN or infinite: exit status 1."""
+
+
+class ReportError(Exception):
+    """A results folder that report.py cannot draw or compare; the message says why. Defined here,
+    not in report.py: run as a script, report.py is the module __main__, and comparison.py's
+    ``import report`` would make a second ReportError class that main's ``except`` does not catch."""

@@ -25,15 +25,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from recipe import lr_history
+from errors import ReportError
 from runfiles import RunFileError, RunFiles, atomic_write, is_number
 
 PLOT_NAMES = ("confusion_matrix.png", "loss_acc_curves.png", "lr_curve.png", "predictions.png")
 PLAIN_NUMBERS = FuncFormatter(lambda value, _position: f"{value:g}")  # 0.01, not 10^-2, on log axes
 SPLIT_STYLES = {"train": ("tab:blue", "--"), "val": ("tab:green", "-"), "test": ("tab:red", "-")}
-
-
-class ReportError(Exception):
-    """A results folder that cannot be drawn; the message says why."""
 
 
 def save_figure(fig: Figure, path: Path) -> None:

@@ -20,11 +20,12 @@
 #
 # What happens to each run is what `python sweep.py run` says of its folder: a finished run is
 # skipped if its settings are the sweep's (train.py --resume checks, and refuses a run of other
-# settings in one line: the sweep then stops there); a resumable one (it has a checkpoint, and no
-# summary saying it finished: interrupted, or diverged, which fails again unless something
-# changed) is resumed; a new one is trained.
-# Each run's output goes to its folder's train.log. The first failing run stops the sweep (jobs
-# already running on other GPUs finish first); finished runs are kept.
+# settings in one line: the sweep then stops there); a diverged one is skipped (a divergence is a
+# result: the report lists it; delete its folder to train it again); a resumable one (a checkpoint,
+# and no summary saying it ended: interrupted) is resumed; a new one is trained.
+# Each run's output goes to its folder's train.log. A run that diverges is recorded and the sweep
+# goes on; any other failing run stops the sweep (jobs already running on other GPUs finish
+# first); finished runs are kept.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -62,7 +63,14 @@ wait_for() {
     done
 }
 
-# Train one model with one seed, unless it already finished; resume it if it was interrupted.
+# Whether the run of model $1 with seed $2 is in state $3, as sweep.py reads its folder.
+run_state() {
+    local answer=()
+    mapfile -d '' -t answer < <("$PYTHON" sweep.py run "$1" "$2")
+    [[ ${answer[0]:-} == "$3" ]]
+}
+
+# Train one model with one seed, unless it already finished or diverged; resume it if it was interrupted.
 run_one() {
     local model=$1 seed=$2
     local run=() folder log state status=0
@@ -77,6 +85,9 @@ run_one() {
     stop_targets=()
     case $state in
         finished) ;;  # resumed: train.py checks that the run's settings are the sweep's, then does nothing
+        diverged)
+            echo "skip   $model seed $seed: diverged, as its summary says (listed by the report; delete $folder to train it again)"
+            return 0 ;;
         resumable)
             echo "resume $model seed $seed${CUDA_VISIBLE_DEVICES:+ on GPU $CUDA_VISIBLE_DEVICES} (log: $log)" ;;
         *)
@@ -90,6 +101,8 @@ run_one() {
     stop_targets=()
     if [[ $stopping -ne 0 ]]; then
         echo "stopped $model seed $seed (log: $log); ./run.sh again resumes it" >&2
+    elif [[ $status -ne 0 ]] && run_state "$model" "$seed" diverged; then
+        echo "DIVERGED $model seed $seed: recorded in $folder (the report lists it); the sweep goes on" >&2
     elif [[ $status -ne 0 ]]; then
         echo "FAILED $model seed $seed; the end of $log:" >&2
         tail -n 5 "$log" >&2

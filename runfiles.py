@@ -232,10 +232,13 @@ class RunFiles:
         return result if isinstance(result, dict) else None
 
     def state(self) -> str:
-        """finished (its summary says it finished or stopped early), resumable (it has a checkpoint) or new."""
+        """finished (its summary says it finished or stopped early), diverged (its summary says
+        so), resumable (it has a checkpoint) or new."""
         result = self.read_result()
         if result is not None and result.get("status") in COMPLETE:
             return "finished"
+        if result is not None and result.get("status") == "diverged":
+            return "diverged"
         return "resumable" if self.last.is_file() else "new"
 
 

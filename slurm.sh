@@ -24,6 +24,10 @@ seed=${seeds[${SLURM_ARRAY_TASK_ID:-0}]}
 
 mapfile -d '' -t run < <("$PYTHON" sweep.py run "$model" "$seed")  # state, folder, command
 [[ ${#run[@]} -gt 2 ]] || { echo "slurm.sh: sweep.py run failed for $model seed $seed" >&2; exit 1; }
+if [[ ${run[0]} == diverged ]]; then  # a divergence is a result: the report lists it
+    echo "task ${SLURM_ARRAY_TASK_ID:-0} ($model seed $seed): diverged, as its summary says; skipped (delete ${run[1]} to train it again)"
+    exit 0
+fi
 mkdir -p "${run[1]}"
 echo "task ${SLURM_ARRAY_TASK_ID:-0} ($model seed $seed, ${run[0]}): $PYTHON ${run[*]:2}"
 exec "$PYTHON" "${run[@]:2}"

@@ -2,7 +2,7 @@
 files and the command of each run live in one place.
 
     python sweep.py defaults          # NAME=VALUE for each of the sweep's variables (MODELS: in training order)
-    python sweep.py run MODEL SEED    # the run's state (finished, resumable or new), its folder, and its
+    python sweep.py run MODEL SEED    # the run's state (finished, diverged, resumable or new), its folder, and its
                                       # train.py arguments, NUL-separated: one Python start per run
     python sweep.py slurm [--submit]  # the Slurm job arrays of the sweep (printed, or submitted)
     python sweep.py environment       # RESULTS_DIR/environment/<UTC time>-collect_env.txt and -pip-freeze.txt

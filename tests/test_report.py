@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,8 @@ import recipe
 import report
 import train
 from cifar_fixture import run_args
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def assert_sensible_png(path):
@@ -168,3 +173,13 @@ def test_a_run_s_figures_use_its_schedule(two_epoch_run):
     files = report.RunFiles.in_folder(two_epoch_run)
     schedule, steps_per_epoch = report.run_schedule(files)
     assert steps_per_epoch == 10 and schedule["step_count"] == 20 and schedule["milestone_steps"] == [10, 15]
+
+
+def test_report_py_as_a_script_says_in_one_line_that_nothing_finished(tmp_path):
+    """Run as a script, report.py is __main__: an error raised in comparison.py must still be its
+    one-line error (it was a traceback while ReportError lived in report.py, a second class)."""
+    (tmp_path / "seed0" / "ResNet20").mkdir(parents=True)
+    done = subprocess.run([sys.executable, str(ROOT / "report.py"), "--summary", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == f"report.py: error: no finished runs (<Model>_results.json) under {tmp_path}\n"

@@ -80,7 +80,7 @@ def test_sweep_run_says_what_run_sh_should_do(two_epoch_run, tmp_path, capsys, m
     (folder / "ResNet20_results.json").unlink()
     assert run_state("ResNet20", capsys) == "resumable"
     (folder / "ResNet20_results.json").write_text(json.dumps({"status": "diverged"}))
-    assert run_state("ResNet20", capsys) == "resumable"
+    assert run_state("ResNet20", capsys) == "diverged"  # a result: run.sh skips it
     (folder / "ResNet20_results.json").write_text('{"status": "finis')  # cut short
     assert run_state("ResNet20", capsys) == "resumable"
 

@@ -114,12 +114,23 @@ def test_a_finished_run_of_other_settings_stops_the_sweep_instead_of_joining_it(
     assert json.loads((results / "seed0" / "ResNet20" / "ResNet20_results.json").read_text())["epochs"] == 1
 
 
-def test_the_first_failing_run_stops_the_sweep_and_keeps_the_others(data_dir, tmp_path):
-    failed = run_sweep(data_dir, tmp_path, "ResNet20 NoSuchNet Plain20", "0")
+def test_a_diverged_run_is_recorded_and_the_sweep_goes_on_to_the_first_failing_run(data_dir, tmp_path):
+    """A divergence is a result, not a failure: run.sh records it, goes on, skips it when run
+    again, and the report lists it. Any other failure stops the sweep."""
+    failed = run_sweep(data_dir, tmp_path, "ResNet20 NoSuchNet Plain20", "0", TRAIN_FLAGS="--batch-size 32 --device cpu "
+                       "--precision fp32 --lr 1e12")
     assert failed.returncode == 1
+    assert "DIVERGED ResNet20 seed 0" in failed.stderr and "FAILED ResNet20" not in failed.stderr
     assert "FAILED NoSuchNet seed 0" in failed.stderr and "stopped at the first failing run" in failed.stderr
-    assert (tmp_path / "seed0" / "ResNet20" / "ResNet20_results.json").is_file()
+    diverged = tmp_path / "seed0" / "ResNet20" / "ResNet20_results.json"
+    assert json.loads(diverged.read_text())["status"] == "diverged"
     assert not (tmp_path / "seed0" / "Plain20").exists()
+    stamp = diverged.stat().st_mtime_ns
+    again = run_sweep(data_dir, tmp_path, "ResNet20 Plain20", "0")  # without the huge rate: still skipped
+    assert again.returncode == 0, again.stderr
+    assert "skip   ResNet20 seed 0: diverged" in again.stdout and diverged.stat().st_mtime_ns == stamp
+    assert "train  Plain20 seed 0" in again.stdout
+    assert f"Diverged (left out above): {tmp_path / 'seed0' / 'ResNet20'}." in (tmp_path / "summary.md").read_text()
 
 
 def write_fake_run(folder, model, seed, error, epochs=2, flags=(), official=None):
