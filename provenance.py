@@ -6,13 +6,13 @@ on another machine); ``summary`` adds them up for the run's summary.
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import subprocess
 from pathlib import Path
 from typing import Optional
 
 import torch
-import torchvision
 
 from runtime import Runtime, cpu_has_fast_bf16, cpuinfo_field
 
@@ -38,9 +38,10 @@ def code_state() -> dict:
 
 def library_versions() -> dict:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    # str(): torch's version is a str subclass that weights-only loading would refuse in a checkpoint
+    # str(): torch's version is a str subclass that weights-only loading would refuse in a checkpoint.
+    # torchvision's is the installed package's, read without importing it (a second, and dynamo).
     return {"python": platform.python_version(), "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__), "cuda": torch.version.cuda, "cudnn": cudnn}
+            "torchvision": importlib.metadata.version("torchvision"), "cuda": torch.version.cuda, "cudnn": cudnn}
 
 
 def device_record(runtime: Runtime) -> dict:

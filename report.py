@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
@@ -145,6 +144,19 @@ def most_confused(labels: np.ndarray, predictions: np.ndarray, classes: Sequence
             if counts[true, predicted] > 0]
 
 
+def draw_heatmap(ax: Axes, counts: np.ndarray, classes: Sequence[str], numbers: bool) -> None:
+    """A count matrix in shades of blue with a colour bar, a class name at every row and column,
+    and, with ``numbers``, each cell's count in a colour readable on its shade."""
+    image = ax.imshow(counts, cmap="Blues", aspect="auto")
+    ax.figure.colorbar(image, ax=ax, label="images")
+    ax.set_xticks(range(len(classes)), classes, rotation=90)
+    ax.set_yticks(range(len(classes)), classes)
+    if numbers:
+        dark = counts.max() / 2
+        for (true, predicted), count in np.ndenumerate(counts):
+            ax.text(predicted, true, str(count), ha="center", va="center", color="white" if count > dark else "black")
+
+
 def plot_confusion(labels: np.ndarray, predictions: np.ndarray, classes: Sequence[str], path: Path,
                    title: str) -> Figure:
     """Counts of true (rows) against predicted (columns) classes: annotated for CIFAR-10; for more
@@ -154,8 +166,7 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, classes: Sequenc
     many = len(classes) > ANNOTATED_CLASSES
     fig = Figure(figsize=(17, 12) if many else (9, 7.5))
     ax, pairs_ax = fig.subplots(1, 2, width_ratios=(4, 1)) if many else (fig.subplots(), None)
-    sns.heatmap(counts, annot=not many, fmt="d", cmap="Blues", xticklabels=classes, yticklabels=classes, ax=ax,
-                cbar_kws={"label": "images"})
+    draw_heatmap(ax, counts, classes, numbers=not many)
     if many:
         ax.tick_params(labelsize=5)
         pairs_ax.axis("off")

@@ -1,6 +1,8 @@
 """What a run records of where its numbers come from: code, libraries, machine, data, compute."""
 
+import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import shlex
 import shutil
@@ -32,7 +34,7 @@ def test_a_run_s_summary_records_code_libraries_device_data_and_compute(two_epoc
     assert part["code"] == {"commit": git("rev-parse", "HEAD"),
                             "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
     assert part["versions"] == {"python": part["versions"]["python"], "torch": torch.__version__,
-                                "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
+                                "torchvision": importlib.metadata.version("torchvision"), "cuda": torch.version.cuda,
                                 "cudnn": torch.backends.cudnn.version()}
     assert part["device"] == {"type": "cpu", "name": runtime.cpuinfo_field("model name") or part["device"]["name"],
                               "threads": torch.get_num_threads(), "fast_bf16": runtime.cpu_has_fast_bf16(),
@@ -61,14 +63,18 @@ def test_the_recorded_command_replays_to_the_recorded_settings(two_epoch_run):
 
 def test_official_files_are_told_apart_from_a_copy_in_the_same_format(data_dir, monkeypatch):
     folder = Path(data_dir) / data.CIFAR10.folder
-    ours = data.fingerprint(folder)["md5"]
-    monkeypatch.setattr(data, "official_md5s", lambda source: dict(ours))  # as if these were the release
-    assert data.fingerprint(folder)["official"] is True
-    monkeypatch.setattr(data, "official_md5s", lambda source: {**ours, "test_batch": "0" * 32})
-    assert data.fingerprint(folder)["official"] is False
-    monkeypatch.undo()  # the real list is torchvision's
-    assert data.official_md5s(data.CIFAR10) == dict(torchvision.datasets.CIFAR10.train_list
-                                                    + torchvision.datasets.CIFAR10.test_list)
+    ours = tuple(data.fingerprint(folder)["md5"].values())
+    as_if_released = dataclasses.replace(data.CIFAR10, official_md5=ours)
+    assert data.fingerprint(folder, as_if_released)["official"] is True
+    one_file_differs = dataclasses.replace(data.CIFAR10, official_md5=(*ours[:-1], "0" * 32))
+    assert data.fingerprint(folder, one_file_differs)["official"] is False
+
+
+@pytest.mark.parametrize("source,release", [(data.CIFAR10, torchvision.datasets.CIFAR10),
+                                            (data.CIFAR100, torchvision.datasets.CIFAR100)])
+def test_the_official_checksums_are_torchvision_s(source, release):
+    assert dict(zip((*source.train_files, *source.test_files), source.official_md5)) == dict(release.train_list
+                                                                                           + release.test_list)
 
 
 def test_the_validation_split_s_hash_names_its_images(data_dir):
