@@ -201,7 +201,8 @@ def choose_kernels(*, deterministic: bool, device: torch.device) -> None:
     that), or else, on CUDA, cuDNN's autotuner, which picks the fastest kernel per shape. Set
     either way: the setting is global, and a run that follows another in the same process (the
     tests, a notebook) must not inherit it."""
-    torch.use_deterministic_algorithms(deterministic)
+    if torch.are_deterministic_algorithms_enabled() != deterministic:  # the call imports inductor: 1.5 s
+        torch.use_deterministic_algorithms(deterministic)
     if deterministic:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

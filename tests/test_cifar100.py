@@ -10,9 +10,10 @@ import torch
 import comparison
 import data
 import report
+import sweep as sweep_module
 import train
 from cifar_fixture import make_cifar, run_args, write_pickle
-from test_sweep import read_summary, run_sweep, write_fake_run
+from test_sweep import read_summary, run_sweep, sweep_environment, write_fake_run
 
 CIFAR100_RESNET20 = 269_722 + 64 * 90 + 90  # ResNet-20 with a 100-way classifier
 
@@ -127,11 +128,15 @@ def test_the_report_compares_cifar100_runs_with_the_published_cifar100_errors(tm
     assert read_summary(tmp_path / "summary.csv")["ResNet20"]["paper_error"] == "8.75"
 
 
-def test_run_sh_sweeps_cifar100_into_its_own_folders_and_reports_it(cifar100_dir, tmp_path):
+def test_run_sh_sweeps_cifar100_into_its_own_folders_and_reports_it(cifar100_dir, tmp_path, monkeypatch, capsys):
     finished = run_sweep(cifar100_dir, tmp_path, "ResNet20", "0", DATASET="cifar100")
     assert finished.returncode == 0, finished.stderr
     folder = tmp_path / "seed0" / "cifar100" / "ResNet20"
     assert (folder / "ResNet20_results.json").is_file() and (folder / "train.log").is_file()
     assert (tmp_path / "summary-cifar100.md").is_file() and not (tmp_path / "summary.md").exists()
-    again = run_sweep(cifar100_dir, tmp_path, "ResNet20", "0", DATASET="cifar100")
-    assert again.returncode == 0 and "skip   ResNet20 seed 0: finished" in again.stdout
+    # Run again, the sweep would skip it: its command resumes the CIFAR-100 run, which has nothing left to do.
+    sweep_environment(monkeypatch, cifar100_dir, tmp_path)
+    monkeypatch.setenv("DATASET", "cifar100")
+    command = sweep_module.run_command("ResNet20", "0")
+    assert "--resume" in command and "cifar100" in command
+    assert train.main(command[1:]) == 0 and "finished its 1 epochs; nothing to do" in capsys.readouterr().out

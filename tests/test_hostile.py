@@ -16,7 +16,7 @@ import report
 import train
 from cifar_fixture import run_args
 from runfiles import RunFiles
-from test_sweep import ONE_THREAD_PER_JOB
+from test_sweep import ONE_THREAD_PER_JOB, TINY_SWEEP
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -233,7 +233,7 @@ def test_sigterm_after_resuming_into_a_new_folder_is_clean(data_dir, tmp_path):
 def test_a_signal_to_run_sh_stops_its_runs_cleanly_and_nothing_else(data_dir, tmp_path, gpus):
     environment = {**os.environ, **ONE_THREAD_PER_JOB, "MODELS": "ResNet20 Plain20", "SEEDS": "0", "EPOCHS": "20",
                    "DATA_DIR": str(data_dir), "RESULTS_DIR": str(tmp_path), "GPUS": gpus,
-                   "TRAIN_FLAGS": "--batch-size 32 --device cpu --precision fp32 --compile off", "PYTHON": sys.executable}
+                   "TRAIN_FLAGS": TINY_SWEEP["TRAIN_FLAGS"] + " --compile off", "PYTHON": sys.executable}
     sweep = subprocess.Popen(["bash", "run.sh"], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # in this process group: a `kill 0` would hit pytest
     log = tmp_path / "seed0" / "ResNet20" / "train.log"

@@ -183,3 +183,16 @@ def test_report_py_as_a_script_says_in_one_line_that_nothing_finished(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr == f"report.py: error: no finished runs (<Model>_results.json) under {tmp_path}\n"
+
+
+def test_the_preview_labels_each_image_and_frames_the_wrong_ones_in_red(tmp_path):
+    images = np.zeros((10, 3, 32, 32), dtype=np.uint8)
+    labels, predictions = np.arange(10) % 3, np.arange(10) % 3
+    predictions[[1, 7]] = 0  # two wrong: a 1 and a 1 taken for 0
+    fig = report.plot_predictions(images, labels, predictions, ["a", "b", "c"], tmp_path / "p.png", "t", columns=4)
+    [ax] = fig.axes
+    assert len(ax.images) == 10 and [text.get_text() for text in ax.texts][:3] == ["a", "a\n(true: b)", "c"]
+    assert [text.get_color() for text in ax.texts].count("red") == 2
+    frames = [patch.get_xy() for patch in ax.patches]
+    assert frames == [(1.1, 0.3), (3.1, 1 * report.PREVIEW_CELL_HEIGHT + 0.3)]  # image 1 (row 0), image 7 (row 1)
+    assert fig.texts[0].get_text() == "t: 2 of 10 shown are wrong (red)"

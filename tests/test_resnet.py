@@ -68,7 +68,11 @@ def test_forward_backward_gives_finite_output_and_every_parameter_a_gradient(nam
         assert torch.isfinite(param.grad).all(), f"{name}.{param_name} has a non-finite gradient"
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+# One net per family (each builds its classifier in one place; basic and bottleneck blocks apart).
+ONE_PER_FAMILY = ("ResNet20", "Plain20", "ResNet18", "ResNet50", "PreActResNet164", "PreActResNet18", "ResNeXt29_2x64d")
+
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
 def test_hundred_classes_output_shape(name):
     # Training mode: an untrained net's BN running statistics are the identity, and through
     # hundreds of residual blocks they let eval-mode activations overflow.

@@ -68,13 +68,18 @@ def test_auto_precision_on_a_gpu_is_bf16_from_ampere_on(monkeypatch, capability,
     (False, "cuda", True, None),  # cuDNN's autotuner
     (False, "cpu", False, None),
 ])
-def test_the_kernel_settings_follow_determinism_and_device(monkeypatch, deterministic, device, autotune, workspace):
+@pytest.mark.parametrize("earlier", [True, False])  # the setting an earlier run in this process left
+def test_the_kernel_settings_follow_determinism_and_device(monkeypatch, deterministic, device, autotune, workspace,
+                                                           earlier):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored after the test
     calls = []
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: earlier)
     monkeypatch.setattr(torch, "use_deterministic_algorithms", calls.append)
     runtime.choose_kernels(deterministic=deterministic, device=torch.device(device))
-    assert calls == [deterministic]  # also False: the setting is global, and runs in one process must not inherit it
+    # Changed either way (the setting is global: a run must not inherit it), and left alone when
+    # it already holds (changing it imports inductor, 1.5 s at every start).
+    assert calls == ([] if earlier == deterministic else [deterministic])
     assert torch.backends.cudnn.benchmark is autotune
     assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == workspace
 

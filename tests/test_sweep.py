@@ -17,6 +17,7 @@ import report
 import settings
 import sweep as sweep_module
 import verdict
+from cifar_fixture import PINNED_HOST
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP_FILES = ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")
@@ -29,9 +30,12 @@ RUN_FILES = ("{m}_last.pth", "{m}_best.pth", "{m}_test_predictions.pt", "{m}_res
 ONE_THREAD_PER_JOB = {"OMP_NUM_THREADS": "1"}
 
 
+TINY_SWEEP = {"EPOCHS": "1", "TRAIN_FLAGS": "--batch-size 32 " + shlex.join(PINNED_HOST)}  # one epoch of the tiny data
+
+
 def run_sweep(data_dir, results_dir, models, seeds, **environment):
-    env = {**os.environ, **ONE_THREAD_PER_JOB, "MODELS": models, "SEEDS": seeds, "EPOCHS": "1", "DATA_DIR": str(data_dir),
-           "RESULTS_DIR": str(results_dir), "TRAIN_FLAGS": "--batch-size 32 --device cpu --precision fp32", "PYTHON": sys.executable, **environment}
+    env = {**os.environ, **ONE_THREAD_PER_JOB, **TINY_SWEEP, "MODELS": models, "SEEDS": seeds, "DATA_DIR": str(data_dir),
+           "RESULTS_DIR": str(results_dir), "PYTHON": sys.executable, **environment}
     return subprocess.run(["bash", str(ROOT / "run.sh")], env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -94,13 +98,13 @@ def test_summary_numbers_are_those_of_the_runs(sweep, data_dir):
 
 def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(sweep, data_dir):
     results, _ = sweep
-    finished_json = results / "seed0" / "ResNet20" / "ResNet20_results.json"
+    finished_json = results / "seed0" / "Plain20" / "Plain20_results.json"
     stamp = finished_json.stat().st_mtime_ns
     interrupted = results / "seed1" / "Plain20" / "Plain20_results.json"
     interrupted.unlink()  # as if the run had been stopped after its last checkpoint
-    again = run_sweep(data_dir, results, "ResNet20 Plain20", "0 1")
+    again = run_sweep(data_dir, results, "Plain20", "0 1")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("skip   ") == 3
+    assert again.stdout.count("skip   ") == 1 and "skip   Plain20 seed 0: finished" in again.stdout
     assert "resume Plain20 seed 1" in again.stdout
     assert finished_json.stat().st_mtime_ns == stamp
     assert interrupted.is_file()
@@ -117,8 +121,7 @@ def test_a_finished_run_of_other_settings_stops_the_sweep_instead_of_joining_it(
 def test_a_diverged_run_is_recorded_and_the_sweep_goes_on_to_the_first_failing_run(data_dir, tmp_path):
     """A divergence is a result, not a failure: run.sh records it, goes on, skips it when run
     again, and the report lists it. Any other failure stops the sweep."""
-    failed = run_sweep(data_dir, tmp_path, "ResNet20 NoSuchNet Plain20", "0", TRAIN_FLAGS="--batch-size 32 --device cpu "
-                       "--precision fp32 --lr 1e12")
+    failed = run_sweep(data_dir, tmp_path, "ResNet20 NoSuchNet Plain20", "0", TRAIN_FLAGS=TINY_SWEEP["TRAIN_FLAGS"] + " --lr 1e12")
     assert failed.returncode == 1
     assert "DIVERGED ResNet20 seed 0" in failed.stderr and "FAILED ResNet20" not in failed.stderr
     assert "FAILED NoSuchNet seed 0" in failed.stderr and "stopped at the first failing run" in failed.stderr
@@ -243,8 +246,8 @@ def test_other_papers_numbers_are_named_with_their_source(tmp_path):
 
 def sweep_environment(monkeypatch, data_dir, results):
     """The variables run_sweep gives run.sh, for sweep.py in this process."""
-    for name, value in {"EPOCHS": "1", "DATA_DIR": str(data_dir), "RESULTS_DIR": str(results),
-                        "TRAIN_FLAGS": "--batch-size 32 --device cpu --precision fp32", "MODELS": "ResNet20 Plain20", "SEEDS": "0 1"}.items():
+    for name, value in {**TINY_SWEEP, "DATA_DIR": str(data_dir), "RESULTS_DIR": str(results),
+                        "MODELS": "ResNet20 Plain20", "SEEDS": "0 1"}.items():
         monkeypatch.setenv(name, value)
 
 
