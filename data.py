@@ -267,8 +267,14 @@ class Dataset:
     train: Split
     test: Split
     classes: tuple[str, ...]
+    files: dict  # fingerprint(): the folder, each batch file's MD5, and whether they are the official release
     val: Optional[Split] = None
     val_sha256: Optional[str] = None  # of the held-out indices: which images validated the run
+
+    @property
+    def record(self) -> dict:
+        """What a run's record says of its data: the files, and which images validated it."""
+        return {**self.files, "val_split_sha256": self.val_sha256}
 
 
 def file_md5(path: Path) -> str:
@@ -307,8 +313,9 @@ def load_dataset(folder: Path, source: Source = CIFAR10, val_size: float = 0, se
         if len(split.labels) == 0:
             raise DataError(f"{folder}: {', '.join(files)} hold no images")
     val_size = held_out_count(val_size, len(train.labels))
+    files = fingerprint(folder, source)
     if val_size == 0:
-        return Dataset(train, test, classes)
+        return Dataset(train, test, classes, files)
     # The split depends only on the seed, never on the global random state.
     order = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(seed))
     keep, held_out = order[val_size:], order[:val_size]
@@ -316,6 +323,7 @@ def load_dataset(folder: Path, source: Source = CIFAR10, val_size: float = 0, se
         Split(train.images[keep], train.labels[keep]),
         test,
         classes,
+        files,
         Split(train.images[held_out], train.labels[held_out]),
         hashlib.sha256(held_out.numpy().astype("<i8").tobytes()).hexdigest(),
     )

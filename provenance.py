@@ -81,6 +81,29 @@ def finish_part(part: dict, runtime: Runtime, wall_seconds: float) -> dict:
             "peak_memory_gib": round(peak_memory_gib(runtime.device), 3)}
 
 
+class Record:
+    """A run's record, one part per start of the run (a resume may run other code on another
+    machine): the earlier parts come from the checkpoint; this process's begins once it is loaded."""
+
+    def __init__(self) -> None:
+        self.earlier: list[dict] = []
+        self.current: Optional[dict] = None
+        self.started_at = 0.0  # the run's wall seconds when this process's part began
+
+    def resume(self, parts: list[dict], wall_seconds: float) -> None:
+        self.earlier, self.started_at = list(parts), wall_seconds
+
+    def begin(self, runtime: Runtime, command: str, first_epoch: int, data: dict) -> None:
+        """This process's part starts: what runs it, on what, from which data."""
+        self.current = start_part(runtime, command, first_epoch, data)
+
+    def parts(self, runtime: Runtime, wall_seconds: float) -> list[dict]:
+        """Every part so far, this process's with its cost up to the run's ``wall_seconds``."""
+        if self.current is None:
+            return list(self.earlier)
+        return [*self.earlier, finish_part(self.current, runtime, wall_seconds - self.started_at)]
+
+
 def summary(parts: list[dict]) -> dict:
     """The run's record from its parts: whether every part read the official data, its compute."""
     return {"official_data": bool(parts) and all(part["data"]["official"] for part in parts),

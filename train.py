@@ -133,11 +133,7 @@ class Training:
                              "sample_images": dataset.test.images[:PREVIEW_IMAGES].clone()}
         self.test_predictions: Optional[dict] = None  # the latest epoch's, for the figures
         self.wall_seconds = 0.0
-        # Where the numbers come from: the earlier parts of the run (from the checkpoint), and this
-        # process's part, begun once the checkpoint is loaded.
-        self.earlier_parts: list[dict] = []
-        self.part: Optional[dict] = None
-        self.part_started_at = 0.0  # wall_seconds when this part began
+        self.record = provenance.Record()  # where the numbers come from
 
     @property
     def epochs_done(self) -> int:
@@ -216,19 +212,12 @@ class Training:
         torch.set_rng_state(checkpoint["rng"]["torch"])
         self.history, self.best = checkpoint["history"], checkpoint["best"]
         self.wall_seconds, self.test_predictions = checkpoint["wall_seconds"], checkpoint["test_predictions"]
-        self.earlier_parts = checkpoint.get("provenance", [])  # none in checkpoints from before it was recorded
-        self.part_started_at = self.wall_seconds
-
-    def begin_part(self, data_record: dict) -> None:
-        """This process's part of the run starts: what runs it, on what, from which data."""
-        self.part = provenance.start_part(self.runtime, self.args.command, self.epochs_done + 1, data_record)
+        # none in checkpoints from before the record was kept
+        self.record.resume(checkpoint.get("provenance", []), self.wall_seconds)
 
     def parts(self) -> list[dict]:
-        """Every part of the run so far, this one with its cost up to now."""
-        if self.part is None:
-            return list(self.earlier_parts)
-        return [*self.earlier_parts,
-                provenance.finish_part(self.part, self.runtime, self.wall_seconds - self.part_started_at)]
+        """Every part of the run so far, this process's with its cost up to now."""
+        return self.record.parts(self.runtime, self.wall_seconds)
 
     def load_random_streams(self, saved: dict, saved_settings: dict) -> None:
         """The data order's and the augmentation's random streams, where the checkpoint's fit this
@@ -404,23 +393,22 @@ def run(args: argparse.Namespace) -> Optional[dict]:
     source = data.SOURCES[args.dataset]
     folder = data.find_or_download(args.data_dir, source)
     dataset = data.load_dataset(folder, source, args.val_size, args.seed)
-    data_record = {**data.fingerprint(folder, source), "val_split_sha256": dataset.val_sha256}
     if not runtime.processes.is_main:  # the other processes train and leave the files to rank 0
-        return run_locked(args, files, checkpoint, runtime, model, dataset, data_record)
+        return run_locked(args, files, checkpoint, runtime, model, dataset)
     files.make_writable()
     with files.locked():
-        return run_locked(args, files, checkpoint, runtime, model, dataset, data_record)
+        return run_locked(args, files, checkpoint, runtime, model, dataset)
 
 
 def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[dict], runtime: Runtime,
-               model: nn.Module, dataset: data.Dataset, data_record: dict) -> dict:
+               model: nn.Module, dataset: data.Dataset) -> dict:
     training = Training(args, runtime, model, dataset)
     if checkpoint is not None:
         try:
             training.load_state_dict(checkpoint)
         except (RuntimeError, ValueError) as error:
             raise UsageError(f"cannot resume from the checkpoint: {type(error).__name__}: {str(error)[:200]}") from None
-    training.begin_part(data_record)
+    training.record.begin(runtime, args.command, training.epochs_done + 1, dataset.record)
     main_process = runtime.processes.is_main
     if main_process:
         if args.overwrite:

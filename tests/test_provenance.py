@@ -82,6 +82,7 @@ def test_the_validation_split_s_hash_names_its_images(data_dir):
     first, again, other = (data.load_dataset(folder, val_size=32, seed=seed) for seed in (0, 0, 1))
     assert first.val_sha256 == again.val_sha256 != other.val_sha256
     assert len(first.val_sha256) == 64 and data.load_dataset(folder).val_sha256 is None
+    assert first.record == {**data.fingerprint(folder), "val_split_sha256": first.val_sha256}
 
 
 def test_outside_a_git_checkout_the_commit_is_unknown(monkeypatch, tmp_path):

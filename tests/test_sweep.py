@@ -15,6 +15,7 @@ import torch
 import comparison
 import report
 import settings
+import train
 import sweep as sweep_module
 import verdict
 from cifar_fixture import PINNED_HOST
@@ -110,11 +111,13 @@ def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(sweep, data_dir
     assert interrupted.is_file()
 
 
-def test_a_finished_run_of_other_settings_stops_the_sweep_instead_of_joining_it(sweep, data_dir):
+def test_a_finished_run_of_other_settings_stops_the_sweep_instead_of_joining_it(sweep, data_dir, monkeypatch, capsys):
+    """The command run.sh would run for it fails (run.sh stops at a failing run: the next test)."""
     results, _ = sweep
-    again = run_sweep(data_dir, results, "ResNet20", "0", EPOCHS="2")
-    assert again.returncode == 1
-    assert "FAILED ResNet20 seed 0" in again.stderr and "--epochs 2 differs from the run being resumed (1)" in again.stderr
+    sweep_environment(monkeypatch, data_dir, results)
+    monkeypatch.setenv("EPOCHS", "2")
+    assert train.main(sweep_module.run_command("ResNet20", "0")[1:]) == 2
+    assert "--epochs 2 differs from the run being resumed (1)" in capsys.readouterr().err
     assert json.loads((results / "seed0" / "ResNet20" / "ResNet20_results.json").read_text())["epochs"] == 1
 
 
@@ -125,6 +128,7 @@ def test_a_diverged_run_is_recorded_and_the_sweep_goes_on_to_the_first_failing_r
     assert failed.returncode == 1
     assert "DIVERGED ResNet20 seed 0" in failed.stderr and "FAILED ResNet20" not in failed.stderr
     assert "FAILED NoSuchNet seed 0" in failed.stderr and "stopped at the first failing run" in failed.stderr
+    assert "unknown model 'NoSuchNet'" in failed.stderr  # the end of its log
     diverged = tmp_path / "seed0" / "ResNet20" / "ResNet20_results.json"
     assert json.loads(diverged.read_text())["status"] == "diverged"
     assert not (tmp_path / "seed0" / "Plain20").exists()
