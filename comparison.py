@@ -30,7 +30,8 @@ from report import save_figure
 from resnet import MODELS
 from data import SOURCES as DATA_SOURCES
 from recipe import PRESETS
-from runfiles import COMPLETE, RunFiles, csv_text, is_number, write_text
+from runfiles import RunFiles, csv_text, is_number
+from runfolder import COMPLETE, write_text
 from sweep import SWEEP_MODELS
 from verdict import RULE, confidence_interval, verdict
 

@@ -26,7 +26,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from recipe import lr_history
 from errors import ReportError
-from runfiles import RunFileError, RunFiles, atomic_write, is_number
+from runfiles import RunFileError, RunFiles, is_number
+from runfolder import atomic_write
 
 PLOT_NAMES = ("confusion_matrix.png", "loss_acc_curves.png", "lr_curve.png", "predictions.png")
 PLAIN_NUMBERS = FuncFormatter(lambda value, _position: f"{value:g}")  # 0.01, not 10^-2, on log axes

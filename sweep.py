@@ -19,10 +19,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-if TYPE_CHECKING:
-    from runfiles import RunFiles
+from runfolder import RunFolder, write_text
 
 # The paper's ResNets and plain nets (Table 6, Figure 6), the seed repository's ImageNet-style
 # extras, and ResNet-1202 last, since it takes longer than all the others together.
@@ -49,10 +48,8 @@ def setting(name: str) -> str:
     return os.environ.get(name) or DEFAULTS[name]
 
 
-def run_files(model: str, seed: str) -> RunFiles:
-    from runfiles import RunFiles  # here: it imports torch (seconds), which `defaults` does not need
-
-    return RunFiles.of(Path(setting("RESULTS_DIR")) / f"seed{seed}", model, setting("DATASET"))
+def run_folder(model: str, seed: str) -> RunFolder:
+    return RunFolder.of(Path(setting("RESULTS_DIR")) / f"seed{seed}", model, setting("DATASET"))
 
 
 def run_command(model: str, seed: str) -> list[str]:
@@ -61,7 +58,7 @@ def run_command(model: str, seed: str) -> list[str]:
     command = ["train.py", "--model", model, "--seed", seed, "--epochs", setting("EPOCHS"), "--dataset",
                setting("DATASET"), "--data-dir", setting("DATA_DIR"), "--results-dir",
                str(Path(setting("RESULTS_DIR")) / f"seed{seed}")]
-    if run_files(model, seed).state() != "new":
+    if run_folder(model, seed).state() != "new":
         command.append("--resume")
     return command + shlex.split(setting("TRAIN_FLAGS"))
 
@@ -101,8 +98,6 @@ def snapshot_environment() -> list[Path]:
     named by the UTC time under RESULTS_DIR/environment/, so a later sweep into the same folder
     adds its own and no snapshot claims runs it did not see. Each run's summary also records its
     own versions and device."""
-    from runfiles import write_text
-
     folder = Path(setting("RESULTS_DIR")) / "environment"
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -127,7 +122,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if argv == ["defaults"]:
         print("\n".join(f"{name}={value}" for name, value in DEFAULTS.items()))
     elif len(argv) == 3 and argv[0] == "run":
-        files = run_files(argv[1], argv[2])
+        files = run_folder(argv[1], argv[2])
         sys.stdout.write("\0".join([files.state(), str(files.folder), *run_command(argv[1], argv[2])]) + "\0")
     elif argv[:1] == ["slurm"] and argv[1:] in ([], ["--submit"]):
         slurm(submit=argv[1:] == ["--submit"])

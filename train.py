@@ -44,7 +44,8 @@ from errors import Diverged, RunInterrupted, UsageError
 from recipe import (check_optimizer_state, early_stop_reason, make_augmentation, make_mixing, make_optimizer,
                     make_schedule)
 from resnet import count_parameters, layer_response_std
-from runfiles import COMPLETE, RunFiles, csv_row, link_atomically, load_checkpoint, summary_text
+from runfiles import RunFiles, csv_row, load_checkpoint, summary_text
+from runfolder import COMPLETE, link_atomically
 from runtime import MEMORY_FORMAT, Runtime, StopSignals, setup
 from settings import parse_args
 from tensorboard_log import TensorBoardLog

@@ -5,7 +5,7 @@ a test's crash lands where the test says, not wherever a timer happens to fall o
 
 The crash comes at the COUNT-th rename onto a file whose name ends with NAME (``_last.pth``,
 ``_results.csv``) in this process. Every file a run writes is committed by such a rename
-(runfiles.atomic_write, runfiles.link_atomically), so WHEN ``during`` leaves what a kill inside a
+(runfolder.atomic_write, runfolder.link_atomically), so WHEN ``during`` leaves what a kill inside a
 write leaves (the new bytes complete in their temporary file, not yet renamed) and ``after`` what
 a kill between two writes leaves (the file in place, the next one not begun).
 """

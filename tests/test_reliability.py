@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import engine
-import runfiles
+import runfolder
 import train
 from cifar_fixture import run_args
 from errors import RunInterrupted
@@ -82,7 +82,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        runfiles.atomic_write(path, crash_halfway)
+        runfolder.atomic_write(path, crash_halfway)
     assert path.read_text() == "old and complete"
     assert list(tmp_path.iterdir()) == [path]
 
@@ -97,7 +97,7 @@ def crash(data_dir, results_dir, name, count, when, *flags):
 
 
 def temporary_files(folder):
-    return sorted(path.name for path in folder.rglob("*" + runfiles.TEMPORARY_SUFFIX))
+    return sorted(path.name for path in folder.rglob("*" + runfolder.TEMPORARY_SUFFIX))
 
 
 def test_sigkill_at_exact_points_of_the_writes_leaves_true_files_and_resume_repeats_the_run(
