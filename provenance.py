@@ -39,7 +39,8 @@ def code_state() -> dict:
 def library_versions() -> dict:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     # str(): torch's version is a str subclass that weights-only loading would refuse in a checkpoint.
-    # torchvision's is the installed package's, read without importing it (a second, and dynamo).
+    # torchvision's comes from its installed package's metadata: importing torchvision takes a second
+    # (it pulls in torch._dynamo), and no run needs it otherwise.
     return {"python": platform.python_version(), "torch": str(torch.__version__),
             "torchvision": importlib.metadata.version("torchvision"), "cuda": torch.version.cuda, "cudnn": cudnn}
 

@@ -24,8 +24,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from recipe import lr_history
 from errors import ReportError
+from recipe import lr_history
 from runfiles import RunFileError, RunFiles, is_number
 from runfolder import atomic_write
 

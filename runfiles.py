@@ -6,7 +6,7 @@ figures are drawn from, and the summaries. Every write is atomic; every read is 
         <Model>_best.pth              the checkpoint of the best epoch on the selection split
         <Model>_test_predictions.pt   the latest epoch's test labels and predictions, a few test images
         <Model>_results.csv           a row per epoch
-        <Model>_results.json / .txt   the summary, written when the run ends
+        <Model>_results.json / .txt   the summary: the run's status after every epoch, its result at the end
         plots/                        the figures (report.py)
 
 This module and runfolder.py (the names and a run's state, without PyTorch) are the one place
@@ -139,7 +139,6 @@ class RunFiles(RunFolder):
     def write_result(self, result: dict) -> None:
         write_text(self.json, json.dumps(result, indent=2) + "\n")
         write_text(self.txt, summary_text(result))
-
 
 
 def predictions_are_valid(saved) -> bool:
