@@ -20,7 +20,6 @@ from typing import Callable, Optional, Sequence, Type, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 SHORTCUTS = ("A", "B")
 STEMS = ("cifar", "imagenet")
@@ -454,6 +453,8 @@ def count_macs(model: nn.Module, image_size: int = 32) -> int:
     """Multiply-accumulates of one forward pass for one image, as PyTorch's FLOP counter counts
     them (convolutions and matrix products; BN, ReLU, pooling and additions are left out, as is
     usual for FLOP tables). It counts a multiply-add as two FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode  # here: it imports triton (0.6 s), which training never needs
+
     was_training = model.training
     model.eval()
     try:
