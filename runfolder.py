@@ -103,7 +103,6 @@ class RunFolder:
         folders = {path.parent for suffix in (CSV_SUFFIX, JSON_SUFFIX) for path in Path(root).rglob("*" + suffix)}
         return [cls.in_folder(folder) for folder in sorted(folders)]
 
-
     def read_result(self) -> Optional[dict]:
         """The run's summary, or None where there is none or it cannot be read."""
         try:
