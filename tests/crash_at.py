@@ -26,8 +26,9 @@ def crash_at(name: str, count: int, when: str) -> None:
 
     def replace_then_maybe_die(source, destination, **kwargs):
         nonlocal seen
-        seen += str(destination).endswith(name)
-        crash = seen == count and str(destination).endswith(name)
+        matches = str(destination).endswith(name)
+        seen += matches
+        crash = matches and seen == count
         if crash and when == "during":
             os.kill(os.getpid(), signal.SIGKILL)
         replace(source, destination, **kwargs)
