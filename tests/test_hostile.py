@@ -16,6 +16,7 @@ import report
 import train
 from cifar_fixture import run_args
 from runfiles import RunFiles
+from test_reliability import stopped_by_sigterm
 from test_sweep import ONE_THREAD_PER_JOB, TINY_SWEEP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,12 +159,8 @@ def test_report_leaves_out_a_summary_of_the_wrong_shape(two_epoch_run, tmp_path)
 
 def test_a_stop_before_the_first_epoch_does_not_advise_resuming(data_dir, tmp_path, monkeypatch, capsys):
     import engine
-    from errors import RunInterrupted
 
-    def stopped(*_args, **_kwargs):
-        raise RunInterrupted(signal.SIGTERM)
-
-    monkeypatch.setattr(engine, "train_one_epoch", stopped)
+    monkeypatch.setattr(engine, "train_one_epoch", stopped_by_sigterm)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 128 + signal.SIGTERM
     assert_one_line(capsys, "stopped by SIGTERM before its first epoch finished; nothing was saved")
 

@@ -22,10 +22,19 @@ EPOCHS = 5
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
 
 
+def reference_args(data_dir, results_dir, *extra):
+    """train.py arguments of a run like the reference run (EPOCHS epochs, deterministic)."""
+    return run_args(data_dir, results_dir, "--epochs", str(EPOCHS), "--deterministic", *extra)
+
+
 def start_training(data_dir, results_dir, *extra):
-    command = [sys.executable, str(ROOT / "train.py"),
-               *run_args(data_dir, results_dir, "--epochs", str(EPOCHS), "--deterministic", *extra)]
+    command = [sys.executable, str(ROOT / "train.py"), *reference_args(data_dir, results_dir, *extra)]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stopped_by_sigterm(*_args, **_kwargs):
+    """In place of engine.train_one_epoch: SIGTERM arrived before the epoch's first step."""
+    raise RunInterrupted(signal.SIGTERM)
 
 
 def read_rows(folder):
@@ -90,7 +99,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 def crash(data_dir, results_dir, name, count, when, *flags):
     """Run the training under tests/crash_at.py, killed by SIGKILL at the exact point it names."""
     command = [sys.executable, str(ROOT / "tests" / "crash_at.py"), name, str(count), when,
-               *run_args(data_dir, results_dir, "--epochs", str(EPOCHS), "--deterministic", *flags)]
+               *reference_args(data_dir, results_dir, *flags)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL, (f"no kill at write {count} of *{name} (exit status {done.returncode}): "
                                                 + done.stderr[-2000:])
@@ -143,13 +152,8 @@ def test_a_kill_between_last_and_a_stale_best_is_repaired_by_the_resume(data_dir
     folder = tmp_path / "ResNet20"
     last = torch.load(folder / "ResNet20_last.pth", weights_only=True)
     assert last["best"]["epoch"] == last["epoch"] > torch.load(folder / "ResNet20_best.pth", weights_only=True)["epoch"]
-
-    def stop_at_once(*_args, **_kwargs):  # the resume's repairs come before its first step
-        raise RunInterrupted(signal.SIGTERM)
-
-    monkeypatch.setattr(engine, "train_one_epoch", stop_at_once)
-    argv = run_args(data_dir, tmp_path, "--epochs", str(EPOCHS), "--deterministic", "--resume")
-    assert train.main(argv) == 128 + signal.SIGTERM
+    monkeypatch.setattr(engine, "train_one_epoch", stopped_by_sigterm)  # the resume's repairs come first
+    assert train.main(reference_args(data_dir, tmp_path, "--resume")) == 128 + signal.SIGTERM
     assert torch.load(folder / "ResNet20_best.pth", weights_only=True)["epoch"] == last["epoch"]
     assert temporary_files(folder) == []
 
@@ -187,11 +191,7 @@ def test_an_overwrite_stopped_in_its_first_epoch_leaves_nothing_of_the_run_it_re
     folder = tmp_path / "ResNet20"
     shutil.copytree(reference_run, folder)  # a finished run, with its checkpoints, CSV and figures
     (folder / "notes.txt").write_text("the user's own file")
-
-    def stopped_in_the_first_epoch(*_args, **_kwargs):
-        raise RunInterrupted(signal.SIGTERM)
-
-    monkeypatch.setattr(engine, "train_one_epoch", stopped_in_the_first_epoch)
+    monkeypatch.setattr(engine, "train_one_epoch", stopped_by_sigterm)
     assert train.main(run_args(data_dir, tmp_path, "--overwrite", "--epochs", "3", "--lr", "0.05")) == 128 + signal.SIGTERM
     assert sorted(path.name for path in folder.iterdir()) == [".lock", "ResNet20_results.json", "ResNet20_results.txt",
                                                               "notes.txt"]
