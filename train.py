@@ -12,15 +12,15 @@
     python train.py --evaluate results/ResNet56/ResNet56_last.pth   # re-evaluate a checkpoint (evaluate.py)
 
 Reads top to bottom: arguments -> set-up (runtime.py) -> data (data.py) -> the training state ->
-the loop (engine.py, recipe.py) -> a run's files (runfiles.py) and figures (report.py). The
-headline is the final model's test accuracy; the best checkpoint is chosen on validation
-accuracy, or on test accuracy (and labelled so) when there is no validation split.
+the loop (engine.py, recipe.py) -> a run's files (runfiles.py), figures (report.py) and what it
+prints (console.py). The headline is the final model's test accuracy; the best checkpoint is
+chosen on validation accuracy, or on test accuracy (and labelled so) when there is no validation
+split.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -30,7 +30,6 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 import data
 import distributed
@@ -40,6 +39,7 @@ import provenance
 import report
 import settings
 import speed
+from console import epoch_line, fail, progress_bar, resume_command, say
 from errors import Diverged, RunInterrupted, UsageError
 from recipe import (check_optimizer_state, early_stop_reason, make_augmentation, make_mixing, make_optimizer,
                     make_schedule)
@@ -52,32 +52,9 @@ from tensorboard_log import TensorBoardLog
 
 FIGURE7_IMAGES = 1000  # test images on which a finished run measures its layer responses
 PREVIEW_IMAGES = 32  # test images shown in plots/predictions.png
-ERROR_GRACE_SECONDS = 3  # how long a process other than rank 0 waits before exiting on an error
 
 # --------------------------------------------------------------------------------------------
 # The state of a run
-
-
-def progress_bar(total: int, description: str):
-    """A tqdm bar on a terminal (rank 0's); nothing in a log, which gets one line per epoch instead."""
-    if not sys.stderr.isatty() or not distributed.is_main_process():
-        return contextlib.nullcontext()
-    return tqdm(total=total, desc=description, leave=False)
-
-
-def say(line: str, to_stderr: bool = False) -> None:
-    """Print a line, from rank 0 only when several processes train one run."""
-    if distributed.is_main_process():
-        print(line.rstrip("\n"), file=sys.stderr if to_stderr else sys.stdout, flush=True)
-
-
-def fail(message: str, status: int) -> int:
-    """Say why the command fails (rank 0), and return its exit status. The other processes, which
-    met the same error, wait a moment first: torchrun ends every process once one has exited."""
-    say(message, to_stderr=True)
-    if not distributed.is_main_process():
-        time.sleep(ERROR_GRACE_SECONDS)
-    return status
 
 
 def run_ending(args: argparse.Namespace, history: list[dict]) -> Optional[tuple[str, dict]]:
@@ -303,18 +280,6 @@ def checkpoint_to_resume(args: argparse.Namespace, files: RunFiles) -> Optional[
     return None if source is None else load_checkpoint(source, args.model, to_resume=True, dataset=args.dataset)
 
 
-def resume_command(args: argparse.Namespace) -> str:
-    """What continues this run: its settings come from the checkpoint, so only the paths are needed."""
-    command = f"{distributed.launcher()} train.py --model {args.model} --resume"
-    if args.dataset != "cifar10":  # the data set names the run's folder
-        command += f" --dataset {args.dataset}"
-    for flag, value, default in (("--results-dir", args.results_dir, Path("results")),
-                                 ("--data-dir", args.data_dir, Path("data"))):
-        if Path(value) != default:
-            command += f" {flag} {value}"
-    return command
-
-
 def start_line(training: Training) -> str:
     args, runtime, schedule = training.args, training.runtime, training.schedule
     drops = ("cosine" if args.schedule == "cosine" else
@@ -325,15 +290,6 @@ def start_line(training: Training) -> str:
             f"training images, {training.steps_per_epoch} steps/epoch, recipe {args.recipe} ({args.optimizer}, "
             f"{drops}, {warmup}), "
             f"{runtime.describe()}, {runtime.precision}, {runtime.describe_compile()}")
-
-
-def epoch_line(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}", f"train {row['train_acc']:.2f}%"]
-    if "val_acc" in row:
-        parts.append(f"val {row['val_acc']:.2f}%")
-    parts += [f"test {row['test_acc']:.2f}%", f"lr {row['lr']:.4g}", f"{row['epoch_seconds']:.1f}s",
-              f"{row['train_images_per_s']:.0f} img/s"]
-    return "  ".join(parts)
 
 
 def save_epoch(training: Training, files: RunFiles, *, is_best: bool) -> None:
