@@ -22,10 +22,9 @@ from urllib.parse import urlparse
 import torch
 import torch.nn as nn
 
-from errors import UsageError
+from cifar_resnet.checkpoints import load_checkpoint, rebuild_model
+from cifar_resnet.errors import UsageError
 from resnet import MODELS, build_model
-from runfiles import load_checkpoint
-from runtime import model_options
 
 dependencies = ["torch", "numpy"]
 
@@ -45,14 +44,13 @@ def load_model(name: str, weights: Optional[str], num_classes: Optional[int], op
     if weights is None:
         return build_model(name, **options, **({} if num_classes is None else {"num_classes": num_classes}))
     try:
-        checkpoint = load_checkpoint(checkpoint_file(weights), name, to_resume=False)
-        saved = model_options(name, checkpoint["args"])
+        path = checkpoint_file(weights)
+        model = rebuild_model(load_checkpoint(path, name, to_resume=False), path)
     except UsageError as error:
         raise ValueError(str(error)) from None
-    if num_classes is not None and num_classes != saved["num_classes"]:
-        raise ValueError(f"{weights} holds a {name} for {saved['num_classes']} classes, not {num_classes}")
-    model = build_model(name, **saved)
-    model.load_state_dict(checkpoint["model"])
+    trained_for = model.fc.out_features
+    if num_classes is not None and num_classes != trained_for:
+        raise ValueError(f"{weights} holds a {name} for {trained_for} classes, not {num_classes}")
     return model.eval()
 
 

@@ -21,6 +21,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+__all__ = [
+    "MODELS", "build_model", "count_parameters", "count_macs", "layer_response_std",
+    "ResNet", "BasicBlock", "Bottleneck", "PreActBlock", "PreActBottleneck", "ZeroPadShortcut",
+    "ResNet20", "ResNet32", "ResNet44", "ResNet56", "ResNet110", "ResNet1202",
+    "Plain20", "Plain32", "Plain44", "Plain56", "Plain110",
+    "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152",
+    "PreActResNet110", "PreActResNet164", "PreActResNet1001",
+    "PreActResNet18", "PreActResNet34", "PreActResNet50", "PreActResNet101", "PreActResNet152",
+    "ResNeXt29_8x64d", "ResNeXt29_16x64d", "ResNeXt29_32x4d", "ResNeXt29_2x64d",
+]
+
 SHORTCUTS = ("A", "B")
 STEMS = ("cifar", "imagenet")
 
@@ -283,46 +294,57 @@ def cifar_resnet(depth: int, num_classes: int = 10, shortcut: Optional[str] = "A
 
 
 def ResNet20(num_classes: int = 10, shortcut: str = "A") -> ResNet:
+    """He et al. 2016, Sec. 4.2 (Table 6): 269,722 parameters at 10 classes with option-A shortcuts."""
     return cifar_resnet(20, num_classes, shortcut)
 
 
 def ResNet32(num_classes: int = 10, shortcut: str = "A") -> ResNet:
+    """He et al. 2016, Sec. 4.2 (Table 6): 464,154 parameters at 10 classes with option-A shortcuts."""
     return cifar_resnet(32, num_classes, shortcut)
 
 
 def ResNet44(num_classes: int = 10, shortcut: str = "A") -> ResNet:
+    """He et al. 2016, Sec. 4.2 (Table 6): 658,586 parameters at 10 classes with option-A shortcuts."""
     return cifar_resnet(44, num_classes, shortcut)
 
 
 def ResNet56(num_classes: int = 10, shortcut: str = "A") -> ResNet:
+    """He et al. 2016, Sec. 4.2 (Table 6): 853,018 parameters at 10 classes with option-A shortcuts."""
     return cifar_resnet(56, num_classes, shortcut)
 
 
 def ResNet110(num_classes: int = 10, shortcut: str = "A") -> ResNet:
+    """He et al. 2016, Sec. 4.2 (Table 6): 1,727,962 parameters at 10 classes with option-A shortcuts."""
     return cifar_resnet(110, num_classes, shortcut)
 
 
 def ResNet1202(num_classes: int = 10, shortcut: str = "A") -> ResNet:
+    """He et al. 2016, Sec. 4.2 (Table 6): 19,421,274 parameters at 10 classes with option-A shortcuts."""
     return cifar_resnet(1202, num_classes, shortcut)
 
 
 def Plain20(num_classes: int = 10) -> ResNet:
+    """He et al. 2016, Figure 6's plain net: 269,722 parameters at 10 classes (the ResNet's, without shortcuts)."""
     return cifar_resnet(20, num_classes, shortcut=None)
 
 
 def Plain32(num_classes: int = 10) -> ResNet:
+    """He et al. 2016, Figure 6's plain net: 464,154 parameters at 10 classes (the ResNet's, without shortcuts)."""
     return cifar_resnet(32, num_classes, shortcut=None)
 
 
 def Plain44(num_classes: int = 10) -> ResNet:
+    """He et al. 2016, Figure 6's plain net: 658,586 parameters at 10 classes (the ResNet's, without shortcuts)."""
     return cifar_resnet(44, num_classes, shortcut=None)
 
 
 def Plain56(num_classes: int = 10) -> ResNet:
+    """He et al. 2016, Figure 6's plain net: 853,018 parameters at 10 classes (the ResNet's, without shortcuts)."""
     return cifar_resnet(56, num_classes, shortcut=None)
 
 
 def Plain110(num_classes: int = 10) -> ResNet:
+    """He et al. 2016, Figure 6's plain net: 1,727,962 parameters at 10 classes (the ResNet's, without shortcuts)."""
     return cifar_resnet(110, num_classes, shortcut=None)
 
 
@@ -334,22 +356,27 @@ def imagenet_resnet(
 
 
 def ResNet18(num_classes: int = 10, shortcut: str = "B", stem: str = "cifar") -> ResNet:
+    """He et al. 2016, Table 1's net with the CIFAR stem: 11,173,962 parameters at 10 classes with option B."""
     return imagenet_resnet(BasicBlock, [2, 2, 2, 2], num_classes, shortcut, stem)
 
 
 def ResNet34(num_classes: int = 10, shortcut: str = "B", stem: str = "cifar") -> ResNet:
+    """He et al. 2016, Table 1's net with the CIFAR stem: 21,282,122 parameters at 10 classes with option B."""
     return imagenet_resnet(BasicBlock, [3, 4, 6, 3], num_classes, shortcut, stem)
 
 
 def ResNet50(num_classes: int = 10, shortcut: str = "B", stem: str = "cifar") -> ResNet:
+    """He et al. 2016, Table 1's net with the CIFAR stem: 23,520,842 parameters at 10 classes with option B."""
     return imagenet_resnet(Bottleneck, [3, 4, 6, 3], num_classes, shortcut, stem)
 
 
 def ResNet101(num_classes: int = 10, shortcut: str = "B", stem: str = "cifar") -> ResNet:
+    """He et al. 2016, Table 1's net with the CIFAR stem: 42,512,970 parameters at 10 classes with option B."""
     return imagenet_resnet(Bottleneck, [3, 4, 23, 3], num_classes, shortcut, stem)
 
 
 def ResNet152(num_classes: int = 10, shortcut: str = "B", stem: str = "cifar") -> ResNet:
+    """He et al. 2016, Table 1's net with the CIFAR stem: 58,156,618 parameters at 10 classes with option B."""
     return imagenet_resnet(Bottleneck, [3, 8, 36, 3], num_classes, shortcut, stem)
 
 
@@ -366,34 +393,42 @@ def preact_cifar_resnet(depth: int, num_classes: int = 10) -> ResNet:
 
 
 def PreActResNet110(num_classes: int = 10) -> ResNet:
+    """He et al. 2016b (Identity Mappings), its CIFAR net: 1,730,522 parameters at 10 classes."""
     return preact_cifar_resnet(110, num_classes)
 
 
 def PreActResNet164(num_classes: int = 10) -> ResNet:
+    """He et al. 2016b (Identity Mappings), its CIFAR net: 1,703,258 parameters at 10 classes."""
     return preact_cifar_resnet(164, num_classes)
 
 
 def PreActResNet1001(num_classes: int = 10) -> ResNet:
+    """He et al. 2016b (Identity Mappings), its CIFAR net: 10,327,706 parameters at 10 classes."""
     return preact_cifar_resnet(1001, num_classes)
 
 
 def PreActResNet18(num_classes: int = 10, stem: str = "cifar") -> ResNet:
+    """He et al. 2016b's pre-activation blocks at Table 1's widths, CIFAR stem: 11,172,170 parameters at 10 classes."""
     return imagenet_resnet(PreActBlock, [2, 2, 2, 2], num_classes, "B", stem)
 
 
 def PreActResNet34(num_classes: int = 10, stem: str = "cifar") -> ResNet:
+    """He et al. 2016b's pre-activation blocks at Table 1's widths, CIFAR stem: 21,280,330 parameters at 10 classes."""
     return imagenet_resnet(PreActBlock, [3, 4, 6, 3], num_classes, "B", stem)
 
 
 def PreActResNet50(num_classes: int = 10, stem: str = "cifar") -> ResNet:
+    """He et al. 2016b's pre-activation blocks at Table 1's widths, CIFAR stem: 23,513,162 parameters at 10 classes."""
     return imagenet_resnet(PreActBottleneck, [3, 4, 6, 3], num_classes, "B", stem)
 
 
 def PreActResNet101(num_classes: int = 10, stem: str = "cifar") -> ResNet:
+    """He et al. 2016b's pre-activation blocks at Table 1's widths, CIFAR stem: 42,505,290 parameters at 10 classes."""
     return imagenet_resnet(PreActBottleneck, [3, 4, 23, 3], num_classes, "B", stem)
 
 
 def PreActResNet152(num_classes: int = 10, stem: str = "cifar") -> ResNet:
+    """He et al. 2016b's pre-activation blocks at Table 1's widths, CIFAR stem: 58,148,938 parameters at 10 classes."""
     return imagenet_resnet(PreActBottleneck, [3, 8, 36, 3], num_classes, "B", stem)
 
 
@@ -409,18 +444,22 @@ def resnext29(cardinality: int, base_width: int, num_classes: int = 10) -> ResNe
 
 
 def ResNeXt29_8x64d(num_classes: int = 10) -> ResNet:
+    """Xie et al. 2017 (ResNeXt), Table 7: 34,426,698 parameters at 10 classes."""
     return resnext29(8, 64, num_classes)
 
 
 def ResNeXt29_16x64d(num_classes: int = 10) -> ResNet:
+    """Xie et al. 2017 (ResNeXt), Table 7: 68,155,210 parameters at 10 classes."""
     return resnext29(16, 64, num_classes)
 
 
 def ResNeXt29_32x4d(num_classes: int = 10) -> ResNet:
+    """Xie et al. 2017 (ResNeXt), Table 7: 4,775,754 parameters at 10 classes."""
     return resnext29(32, 4, num_classes)
 
 
 def ResNeXt29_2x64d(num_classes: int = 10) -> ResNet:
+    """Xie et al. 2017 (ResNeXt), Table 7: 9,130,314 parameters at 10 classes."""
     return resnext29(2, 64, num_classes)
 
 

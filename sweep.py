@@ -21,17 +21,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from runfolder import RunFolder, write_text
+from cifar_resnet.paper import SWEEP_MODELS
+from cifar_resnet.runfolder import RunFolder, write_text
 
-# The paper's ResNets and plain nets (Table 6, Figure 6), the seed repository's ImageNet-style
-# extras, and ResNet-1202 last, since it takes longer than all the others together.
-SWEEP_MODELS = ("ResNet20", "ResNet32", "ResNet44", "ResNet56", "ResNet110", "Plain20", "Plain32", "Plain44",
-                "Plain56", "ResNet18", "ResNet34", "ResNet50", "ResNet1202")
 DEFAULTS = {"EPOCHS": "164", "DATASET": "cifar10", "DATA_DIR": "data", "RESULTS_DIR": "results", "TRAIN_FLAGS": "",
             "MODELS": " ".join(SWEEP_MODELS), "SEEDS": "0"}
 # Slurm requests per model (wall time, host memory), about twice the seed repository's times on
 # one RTX 4090 (26 min for ResNet-20, 73 min for ResNet-110, 15 h for ResNet-1202); ResNet-1202
-# peaked at 5.76 GiB of GPU memory in bf16 at batch 128 on an H200 (docs/speed.md).
+# peaked at 5.76 GiB of GPU memory in bf16 at batch 128 on an H200 (docs/benchmark.md).
 SLURM_TIME = {"ResNet1202": "36:00:00", "ResNet110": "4:00:00", "Plain110": "4:00:00", "ResNet18": "6:00:00",
               "ResNet34": "8:00:00", "ResNet50": "10:00:00"}
 SLURM_MEMORY = {"ResNet1202": "64G"}
@@ -52,7 +49,7 @@ def run_folder(model: str, seed: str) -> RunFolder:
     return RunFolder.of(Path(setting("RESULTS_DIR")) / f"seed{seed}", model, setting("DATASET"))
 
 
-def run_command(model: str, seed: str) -> list[str]:
+def train_arguments(model: str, seed: str) -> list[str]:
     """The train.py arguments of one run of the sweep, as run.sh and slurm.sh run it: a run that
     has started is resumed (--resume also checks that a finished run has the sweep's settings)."""
     command = ["train.py", "--model", model, "--seed", seed, "--epochs", setting("EPOCHS"), "--dataset",
@@ -83,7 +80,7 @@ def slurm(submit: bool) -> None:
     for job in arrays:
         print(shlex.join(job))
         for index, seed in enumerate(setting("SEEDS").split()):
-            print(f"  task {index}: python {shlex.join(run_command(job[-1], seed))}")
+            print(f"  task {index}: python {shlex.join(train_arguments(job[-1], seed))}")
         if submit:
             Path(setting("RESULTS_DIR"), "slurm").mkdir(parents=True, exist_ok=True)
             ids.append(subprocess.run(job, check=True, capture_output=True, text=True).stdout.strip().split(";")[0])
@@ -123,7 +120,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\n".join(f"{name}={value}" for name, value in DEFAULTS.items()))
     elif len(argv) == 3 and argv[0] == "run":
         files = run_folder(argv[1], argv[2])
-        sys.stdout.write("\0".join([files.state(), str(files.folder), *run_command(argv[1], argv[2])]) + "\0")
+        sys.stdout.write("\0".join([files.state(), str(files.folder), *train_arguments(argv[1], argv[2])]) + "\0")
     elif argv[:1] == ["slurm"] and argv[1:] in ([], ["--submit"]):
         slurm(submit=argv[1:] == ["--submit"])
     elif argv == ["environment"]:

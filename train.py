@@ -8,11 +8,11 @@
     torchrun --standalone --nproc_per_node=2 train.py --model ResNet1202   # two GPUs (distributed.py)
     python train.py --model ResNet20 --epochs 1          # a smoke test with the same schedule shape
     python train.py --model ResNet56 --resume            # continue from results/ResNet56/ResNet56_last.pth
-    python train.py --model ResNet56 --benchmark         # images/s and the projected run time (speed.py)
+    python train.py --model ResNet56 --benchmark         # images/s and the projected run time (benchmark.py)
     python train.py --evaluate results/ResNet56/ResNet56_last.pth   # re-evaluate a checkpoint (evaluate.py)
 
-Reads top to bottom: arguments -> set-up (runtime.py) -> data (data.py) -> the training state ->
-the loop (engine.py, recipe.py) -> a run's files (runfiles.py), figures (report.py) and what it
+Reads top to bottom: arguments -> set-up (hardware.py) -> data (data.py) -> the training state ->
+the loop (passes.py, recipe.py) -> a run's files (runfolder.py, checkpoints.py), figures (figures.py) and what it
 prints (console.py). The headline is the final model's test accuracy; the best checkpoint is
 chosen on validation accuracy, or on test accuracy (and labelled so) when there is no validation
 split.
@@ -31,24 +31,16 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-import data
-import distributed
-import engine
-import evaluate
-import provenance
-import report
-import settings
-import speed
-from console import epoch_line, fail, progress_bar, resume_command, say
-from errors import Diverged, RunInterrupted, UsageError
-from recipe import (check_optimizer_state, early_stop_reason, make_augmentation, make_mixing, make_optimizer,
-                    make_schedule)
+from cifar_resnet import benchmark, data, distributed, evaluate, figures, passes, provenance, settings
+from cifar_resnet.checkpoints import RunFiles, check_optimizer_state, checked_for_saving, load_checkpoint
+from cifar_resnet.console import epoch_line, fail, progress_bar, resume_command, say
+from cifar_resnet.errors import Diverged, RunInterrupted, UsageError
+from cifar_resnet.hardware import MEMORY_FORMAT, Runtime, StopSignals, setup
+from cifar_resnet.recipe import early_stop_reason, make_augmentation, make_mixing, make_optimizer, make_schedule
+from cifar_resnet.runfolder import COMPLETE, csv_row, link_atomically, summary_text
+from cifar_resnet.settings import parse_args
+from cifar_resnet.tensorboard_log import TensorBoardLog
 from resnet import count_parameters, layer_response_std
-from runfiles import RunFiles, csv_row, load_checkpoint, summary_text
-from runfolder import COMPLETE, link_atomically
-from runtime import MEMORY_FORMAT, Runtime, StopSignals, setup
-from settings import parse_args
-from tensorboard_log import TensorBoardLog
 
 FIGURE7_IMAGES = 1000  # test images on which a finished run measures its layer responses
 PREVIEW_IMAGES = 32  # test images shown in plots/predictions.png
@@ -90,13 +82,13 @@ class Training:
         # share the permutation and each augments its slice with a stream of its own.
         self.augment_generator = (torch.Generator(device=runtime.device).manual_seed(
             (args.seed * 1_000_003 + processes.rank + 1) % 2**64) if processes.distributed else self.generator)
-        self.train_loader = engine.train_loader(dataset.train, args.batch_size, self.normalization, self.generator,
+        self.train_loader = passes.train_loader(dataset.train, args.batch_size, self.normalization, self.generator,
                                                 make_augmentation(args), (processes.rank, processes.count),
                                                 self.augment_generator)
         self.mixing = make_mixing(args, classes=len(dataset.classes))
-        self.eval_loaders = {"test": engine.eval_loader(dataset.test, self.normalization, runtime.device)}
+        self.eval_loaders = {"test": passes.eval_loader(dataset.test, self.normalization, runtime.device)}
         if dataset.val is not None:
-            self.eval_loaders["val"] = engine.eval_loader(dataset.val, self.normalization, runtime.device)
+            self.eval_loaders["val"] = passes.eval_loader(dataset.val, self.normalization, runtime.device)
         self.selected_on = "val" if dataset.val is not None else "test"
         self.step_model = runtime.compile(distributed.wrap(model, processes, runtime.device, args.sync_bn))
         self.eval_model = runtime.compile(model) if processes.distributed else self.step_model
@@ -123,7 +115,7 @@ class Training:
         start = time.perf_counter()
         lr = self.schedule.lr()
         with progress_bar(self.steps_per_epoch, f"epoch {epoch}/{self.args.epochs}") as progress:
-            row = {"epoch": epoch, **engine.train_one_epoch(self.step_model, self.train_loader, self.optimizer,
+            row = {"epoch": epoch, **passes.train_one_epoch(self.step_model, self.train_loader, self.optimizer,
                                                             self.schedule, self.runtime, stop, progress, self.mixing,
                                                             self.args.label_smoothing,
                                                             log.training_loss if log is not None else None)}
@@ -134,7 +126,7 @@ class Training:
                    if tensor.is_floating_point()):
             raise Diverged(f"the weights or BatchNorm statistics became non-finite in epoch {epoch}")
         for split, loader in self.eval_loaders.items():
-            row[f"{split}_loss"], row[f"{split}_acc"], predictions = engine.evaluate(self.eval_model, loader, self.runtime)
+            row[f"{split}_loss"], row[f"{split}_acc"], predictions = passes.evaluate(self.eval_model, loader, self.runtime)
             if split == "test":
                 self.test_predictions = {**self.test_preview, "epoch": epoch, "predictions": predictions.to(torch.uint8)}
         row = distributed.from_main(csv_row({**row, "lr": lr}))  # rank 0's numbers decide for every process
@@ -160,7 +152,7 @@ class Training:
                          "mix": self.mixing.state_dict()}
         if self.runtime.processes.distributed:
             random_states["augment"] = distributed.gathered(self.augment_generator.get_state())
-        return {
+        return checked_for_saving({
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
@@ -175,10 +167,10 @@ class Training:
             "provenance": self.parts(),
             # also in a file of its own for the figures; here so a resume can rebuild that file
             "test_predictions": self.test_predictions,
-        }
+        })
 
     def load_state_dict(self, checkpoint: dict) -> None:
-        """Resume from a checkpoint that runfiles.load_checkpoint has checked; raises ValueError or
+        """Resume from a checkpoint that checkpoints.load_checkpoint has checked; raises ValueError or
         RuntimeError where it still does not fit this run (another architecture, say)."""
         self.model.load_state_dict(checkpoint["model"])
         check_optimizer_state(self.optimizer, checkpoint["optimizer"])
@@ -306,7 +298,7 @@ def save_epoch(training: Training, files: RunFiles, *, is_best: bool) -> None:
 
 def draw_figures(training: Training, files: RunFiles) -> None:
     if training.history:
-        report.draw_run(files.folder)
+        figures.draw_run(files.folder)
 
 
 def finish(training: Training, files: RunFiles, status: str, **extra) -> dict:
@@ -416,19 +408,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Exit status: 0 done; 2 bad input (one line on stderr); 1 diverged, or another process of the
     run failed; 128 + signal when stopped. Under torchrun only rank 0 says why."""
     try:
-        return run_command(argv)
+        return dispatch(argv)
     finally:
         distributed.stop()
 
 
-def run_command(argv: Optional[list[str]]) -> int:
+def dispatch(argv: Optional[list[str]]) -> int:
     args = None
     try:
         args = parse_args(argv)
         if args.evaluate:
             evaluate.evaluate_checkpoint(args)
         elif args.benchmark:
-            speed.benchmark(args)
+            benchmark.run(args)
         else:
             run(args)
     except (UsageError, data.DataError) as error:

@@ -34,10 +34,10 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import data  # noqa: E402
 import train  # noqa: E402
+from cifar_resnet import data  # noqa: E402
+from cifar_resnet.hardware import StopSignals, describe_device, pick_device, setup  # noqa: E402
 from resnet import build_model  # noqa: E402
-from runtime import StopSignals, describe_device, pick_device, setup  # noqa: E402
 
 # The seed repository's per-channel statistics of the CIFAR-10 training set.
 CHANNEL_MEAN, CHANNEL_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -5,7 +5,7 @@
     python benchmarks/step_profile.py --model ResNet56 --compile-mode default
 
 Prints, in milliseconds per step at the paper's batch of 128 on random images: the whole step as
-train.py runs it (engine.train_one_epoch: batch, forward, loss, backward, update, running sums);
+train.py runs it (passes.train_one_epoch: batch, forward, loss, backward, update, running sums);
 the batch alone (gather, crop, flip, normalise); forward + loss + backward alone on one batch; the
 update alone; then, from torch.profiler, the time the device spent in kernels per step and the
 operations that cost the host or the device most. A step that takes much longer than its device
@@ -27,11 +27,13 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import data  # noqa: E402
-import engine  # noqa: E402
-import settings  # noqa: E402
-from recipe import make_augmentation, make_optimizer, make_schedule  # noqa: E402
-from runtime import StopSignals, setup  # noqa: E402
+from cifar_resnet import (
+    data,  # noqa: E402
+    passes,  # noqa: E402
+    settings,  # noqa: E402
+)
+from cifar_resnet.hardware import StopSignals, setup  # noqa: E402
+from cifar_resnet.recipe import make_augmentation, make_optimizer, make_schedule  # noqa: E402
 
 TIMED_STEPS = 200
 PROFILED_STEPS = 50
@@ -84,10 +86,10 @@ def main() -> None:
 
     def loader(steps: int) -> data.DeviceLoader:
         split = data.random_split(steps * args.batch_size, classes, random_images)
-        return engine.train_loader(split, args.batch_size, normalization, generator, make_augmentation(args))
+        return passes.train_loader(split, args.batch_size, normalization, generator, make_augmentation(args))
 
     def train_steps(batches: data.DeviceLoader) -> float:
-        result = engine.train_one_epoch(step_model, batches, optimizer, schedule, runtime, StopSignals(), None)
+        result = passes.train_one_epoch(step_model, batches, optimizer, schedule, runtime, StopSignals(), None)
         return result["epoch_seconds"] * 1000 / len(batches)
 
     start = time.perf_counter()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import CIFAR10, CIFAR100, Source
+from cifar_resnet.data import CIFAR10, CIFAR100, Source
 
 
 def class_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

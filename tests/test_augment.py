@@ -4,7 +4,7 @@ images of one batch get draws of their own."""
 import pytest
 import torch
 
-from augment import Augmentation, Mixing, color_jitter, random_crop_flip, random_erasing
+from cifar_resnet.augment import Augmentation, Mixing, color_jitter, random_crop_flip, random_erasing
 
 
 def generator(seed=0):

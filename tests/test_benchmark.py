@@ -5,16 +5,13 @@ import sys
 import pytest
 import torch
 
-import engine
-import recipe
-import runtime
-import speed
 import train
 from cifar_fixture import PINNED_HOST
+from cifar_resnet import benchmark, hardware, passes, recipe
 
 
 def test_benchmark_prints_rates_memory_and_projection_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(speed, "BENCHMARK_SECONDS", 0.2)
+    monkeypatch.setattr(benchmark, "BENCHMARK_SECONDS", 0.2)
     results = tmp_path / "results"
     argv = ["--model", "ResNet20", "--benchmark", "--batch-size", "16", "--epochs", "3", "--compile", "off", *PINNED_HOST,
             "--results-dir", str(results), "--data-dir", str(tmp_path / "no-data-needed")]
@@ -32,16 +29,16 @@ def test_the_projection_is_the_full_run_at_the_measured_rates(monkeypatch, val_s
     an epoch is the training images at the first rate plus the test and validation images at
     the second, and the run is the warm-up (one evaluation, 0.1 s) plus 164 epochs."""
     clock = [0.0]
-    monkeypatch.setattr(speed.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(engine, "train_one_epoch", lambda *args, **kwargs: {"train_images_per_s": 1000.0,
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(passes, "train_one_epoch", lambda *args, **kwargs: {"train_images_per_s": 1000.0,
                                                                            "epoch_seconds": 0.5})
 
     def evaluate(model, loader, runtime):
         clock[0] += len(loader.labels) / 10_000
         return 0.0, 0.0, None
 
-    monkeypatch.setattr(engine, "evaluate", evaluate)
-    result = speed.benchmark(train.parse_args(["--model", "ResNet20", "--benchmark", "--compile", "off", *PINNED_HOST,
+    monkeypatch.setattr(passes, "evaluate", evaluate)
+    result = benchmark.run(train.parse_args(["--model", "ResNet20", "--benchmark", "--compile", "off", *PINNED_HOST,
                                                "--val-size", str(val_size)]))
     assert (result["train_images_per_s"], result["eval_images_per_s"]) == (1000.0, pytest.approx(10_000))
     epoch = train_images / 1000 + (10_000 + val_size) / 10_000
@@ -61,39 +58,39 @@ def test_the_projection_is_the_full_run_at_the_measured_rates(monkeypatch, val_s
     ],
 )
 def test_compilation_choice(choice, epochs, device, expected):
-    assert runtime.use_compile(choice, epochs, torch.device(device)) is expected
+    assert hardware.use_compile(choice, epochs, torch.device(device)) is expected
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="auto compiles on Linux CPUs only")
 def test_auto_compiles_a_full_run_on_a_linux_cpu_with_a_compiler(monkeypatch):
-    monkeypatch.setattr(runtime.shutil, "which", lambda name: "/usr/bin/" + name)
-    assert runtime.use_compile("auto", 164, torch.device("cpu")) is True
-    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)
-    assert runtime.use_compile("auto", 164, torch.device("cpu")) is False
+    monkeypatch.setattr(hardware.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert hardware.use_compile("auto", 164, torch.device("cpu")) is True
+    monkeypatch.setattr(hardware.shutil, "which", lambda name: None)
+    assert hardware.use_compile("auto", 164, torch.device("cpu")) is False
 
 
 @pytest.mark.parametrize(
     "device,processes,expected",
     [
-        ("cuda", 1, "reduce-overhead"),  # CUDA graphs: 3x the training images/s of "default" (docs/speed.md)
+        ("cuda", 1, "reduce-overhead"),  # CUDA graphs: 3x the training images/s of "default" (docs/benchmark.md)
         ("cuda", 2, "default"),  # DDP's all-reduce hooks would split the graphs
         ("cpu", 1, "default"),
     ],
 )
 def test_auto_compile_mode_uses_cuda_graphs_for_one_gpu_process(device, processes, expected):
-    group = runtime.Processes(rank=0, local_rank=0, count=processes)
-    assert runtime.pick_compile_mode("auto", torch.device(device), group) == expected
-    assert runtime.pick_compile_mode("max-autotune", torch.device(device), group) == "max-autotune"
+    group = hardware.Processes(rank=0, local_rank=0, count=processes)
+    assert hardware.pick_compile_mode("auto", torch.device(device), group) == expected
+    assert hardware.pick_compile_mode("max-autotune", torch.device(device), group) == "max-autotune"
 
 
 def test_the_compile_mode_is_recorded_and_reaches_torch_compile(monkeypatch):
     calls = []
-    monkeypatch.setattr(runtime.torch, "compile", lambda model, mode: calls.append(mode) or model)
+    monkeypatch.setattr(hardware.torch, "compile", lambda model, mode: calls.append(mode) or model)
     args = train.parse_args(["--device", "cpu", "--compile", "on", "--compile-mode", "reduce-overhead"])
-    setup, model = runtime.setup(args, model="ResNet20", settings=vars(args), epochs=1)
+    setup, model = hardware.setup(args, model="ResNet20", settings=vars(args), epochs=1)
     assert setup.compile(model) is model and calls == ["reduce-overhead"]
     assert setup.describe_compile() == "compiled (reduce-overhead)"
-    eager = runtime.Runtime(torch.device("cpu"), "fp32", None)
+    eager = hardware.Runtime(torch.device("cpu"), "fp32", None)
     assert eager.compile(model) is model and calls == ["reduce-overhead"] and eager.describe_compile() == "eager"
 
 
@@ -107,5 +104,5 @@ def test_sgd_is_fused_on_the_cpu_with_the_paper_s_hyperparameters():
 
 def test_evaluation_batches_divide_the_test_and_validation_sets():
     for device in ("cpu", "cuda"):
-        size = engine.eval_batch_size(torch.device(device))
+        size = passes.eval_batch_size(torch.device(device))
         assert 10_000 % size == 0 and 5_000 % size == 0

@@ -7,13 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-import comparison
-import data
-import report
 import sweep as sweep_module
 import train
 from cifar_fixture import make_cifar, run_args, write_pickle
-from test_sweep import read_summary, run_sweep, sweep_environment, write_fake_run
+from cifar_resnet import data, figures, sweep_report
+from helpers import read_summary, run_sweep, sweep_environment, write_fake_run
 
 CIFAR100_RESNET20 = 269_722 + 64 * 90 + 90  # ResNet-20 with a 100-way classifier
 
@@ -103,13 +101,13 @@ def test_a_100_class_confusion_matrix_has_no_cell_numbers_and_lists_the_most_con
     predictions = labels.copy()
     predictions[:3] = 5  # all of c0 taken for c5
     predictions[3] = 9  # one c1 taken for c9
-    fig = report.plot_confusion(labels, predictions, classes, tmp_path / "confusion.png", "t")
+    fig = figures.plot_confusion(labels, predictions, classes, tmp_path / "confusion.png", "t")
     heatmap, pairs = fig.axes[0], fig.axes[1]
     assert not [text for text in heatmap.texts]  # no per-cell numbers
     listed = pairs.texts[0].get_text()
     assert "c0 -> c5: 3" in listed and "c1 -> c9: 1" in listed and listed.index("c0 -> c5") < listed.index("c1 -> c9")
-    assert report.most_confused(labels, predictions, classes) == [("c0", "c5", 3), ("c1", "c9", 1)]
-    small = report.plot_confusion(labels[:30] % 10, labels[:30] % 10, classes[:10], tmp_path / "small.png", "t")
+    assert figures.most_confused(labels, predictions, classes) == [("c0", "c5", 3), ("c1", "c9", 1)]
+    small = figures.plot_confusion(labels[:30] % 10, labels[:30] % 10, classes[:10], tmp_path / "small.png", "t")
     assert len(small.axes[0].texts) == 100  # CIFAR-10's matrix keeps its numbers
 
 
@@ -117,7 +115,7 @@ def test_the_report_compares_cifar100_runs_with_the_published_cifar100_errors(tm
     write_fake_run(tmp_path / "seed0" / "cifar100" / "PreActResNet164", "PreActResNet164", 0, 25.0,
                    flags=("--dataset", "cifar100"))
     write_fake_run(tmp_path / "seed0" / "ResNet20", "ResNet20", 0, 9.0)
-    outputs = comparison.write_sweep_report(tmp_path)
+    outputs = sweep_report.write_sweep_report(tmp_path)
     assert {path.name for path in outputs} >= {"summary.md", "summary-cifar100.md", "figure6-cifar100.png"}
     row = read_summary(tmp_path / "summary-cifar100.csv")["PreActResNet164"]
     assert float(row["paper_error"]) == 24.33 and float(row["mean_minus_paper"]) == pytest.approx(0.67)
@@ -137,6 +135,6 @@ def test_run_sh_sweeps_cifar100_into_its_own_folders_and_reports_it(cifar100_dir
     # Run again, the sweep would skip it: its command resumes the CIFAR-100 run, which has nothing left to do.
     sweep_environment(monkeypatch, cifar100_dir, tmp_path)
     monkeypatch.setenv("DATASET", "cifar100")
-    command = sweep_module.run_command("ResNet20", "0")
+    command = sweep_module.train_arguments("ResNet20", "0")
     assert "--resume" in command and "cifar100" in command
     assert train.main(command[1:]) == 0 and "finished its 1 epochs; nothing to do" in capsys.readouterr().out

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import data
 from cifar_fixture import make_cifar, python2_style_batch, write_batch
+from cifar_resnet import data
 
 
 @pytest.fixture

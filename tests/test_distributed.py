@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import data
 from cifar_fixture import run_args
+from cifar_resnet import data
+from helpers import assert_same_run, read_rows, wait_for_epoch_line
 from resnet import build_model, layer_response_std
-from test_reliability import assert_same_run, read_rows, wait_for_epoch_line
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3

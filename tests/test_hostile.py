@@ -15,9 +15,8 @@ import torch
 import report
 import train
 from cifar_fixture import run_args
-from runfiles import RunFiles
-from test_reliability import stopped_by_sigterm
-from test_sweep import ONE_THREAD_PER_JOB, TINY_SWEEP
+from cifar_resnet.checkpoints import RunFiles
+from helpers import ONE_THREAD_PER_JOB, TINY_SWEEP, stopped_by_sigterm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,24 +157,24 @@ def test_report_leaves_out_a_summary_of_the_wrong_shape(two_epoch_run, tmp_path)
 
 
 def test_a_stop_before_the_first_epoch_does_not_advise_resuming(data_dir, tmp_path, monkeypatch, capsys):
-    import engine
+    from cifar_resnet import passes
 
-    monkeypatch.setattr(engine, "train_one_epoch", stopped_by_sigterm)
+    monkeypatch.setattr(passes, "train_one_epoch", stopped_by_sigterm)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 128 + signal.SIGTERM
     assert_one_line(capsys, "stopped by SIGTERM before its first epoch finished; nothing was saved")
 
 
 def test_non_finite_batchnorm_statistics_are_a_divergence_not_a_good_epoch(data_dir, tmp_path, monkeypatch, capsys):
-    import engine
+    from cifar_resnet import passes
 
-    original = engine.train_one_epoch
+    original = passes.train_one_epoch
 
     def poisoned(model, *args, **kwargs):
         row = original(model, *args, **kwargs)
         model.stages[0][0].bn1.running_var.fill_(float("inf"))  # the loss stayed finite
         return row
 
-    monkeypatch.setattr(engine, "train_one_epoch", poisoned)
+    monkeypatch.setattr(passes, "train_one_epoch", poisoned)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "2")) == 1
     assert_one_line(capsys, "BatchNorm statistics became non-finite in epoch 1; no epoch had finished")
     assert not (tmp_path / "ResNet20" / "ResNet20_last.pth").exists()

@@ -13,11 +13,7 @@ import pytest
 import torch
 import torchvision
 
-import data
-import provenance
-import report
-import runtime
-import settings
+from cifar_resnet import data, figures, hardware, provenance, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,8 +32,8 @@ def test_a_run_s_summary_records_code_libraries_device_data_and_compute(two_epoc
     assert part["versions"] == {"python": part["versions"]["python"], "torch": torch.__version__,
                                 "torchvision": importlib.metadata.version("torchvision"), "cuda": torch.version.cuda,
                                 "cudnn": torch.backends.cudnn.version()}
-    assert part["device"] == {"type": "cpu", "name": runtime.cpuinfo_field("model name") or part["device"]["name"],
-                              "threads": torch.get_num_threads(), "fast_bf16": runtime.cpu_has_fast_bf16(),
+    assert part["device"] == {"type": "cpu", "name": hardware.cpuinfo_field("model name") or part["device"]["name"],
+                              "threads": torch.get_num_threads(), "fast_bf16": hardware.cpu_has_fast_bf16(),
                               "processes": 1}
     assert (part["precision"], part["compile_mode"], part["deterministic"]) == (result["precision"], None, False)
     folder = Path(data_dir) / data.CIFAR10.folder
@@ -93,6 +89,6 @@ def test_outside_a_git_checkout_the_commit_is_unknown(monkeypatch, tmp_path):
 def test_a_run_on_other_files_says_so_on_its_figures(two_epoch_run, tmp_path, monkeypatch):
     folder = shutil.copytree(two_epoch_run, tmp_path / "ResNet20")
     titles = []
-    monkeypatch.setattr(report, "plot_curves", lambda history, path, title, *rest: titles.append(title))
-    report.draw_run(folder)
+    monkeypatch.setattr(figures, "plot_curves", lambda history, path, title, *rest: titles.append(title))
+    figures.draw_run(folder)
     assert titles == ["ResNet20 (not the official CIFAR files)"]

@@ -7,12 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import engine
-import recipe
-import settings
 import train
 from cifar_fixture import run_args
-from errors import RunInterrupted
+from cifar_resnet import passes, recipe, settings
+from cifar_resnet.errors import RunInterrupted
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -197,7 +195,7 @@ def scripted_validation(monkeypatch, first_epoch=1, interrupt_at=None):
     """Replace epoch e's validation loss by VAL_LOSSES[e - 1] (the test split is evaluated for
     real); optionally stop the run as SIGTERM would, at the start of epoch ``interrupt_at``."""
     monkeypatch.undo()  # a second call replaces the first one's scripts
-    evaluate, train_one_epoch = engine.evaluate, engine.train_one_epoch
+    evaluate, train_one_epoch = passes.evaluate, passes.train_one_epoch
     epoch = [first_epoch]
 
     def scripted(model, loader, runtime):
@@ -212,8 +210,8 @@ def scripted_validation(monkeypatch, first_epoch=1, interrupt_at=None):
             raise RunInterrupted(15)
         return train_one_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate", scripted)
-    monkeypatch.setattr(engine, "train_one_epoch", interruptible)
+    monkeypatch.setattr(passes, "evaluate", scripted)
+    monkeypatch.setattr(passes, "train_one_epoch", interruptible)
 
 
 EARLY_STOP_RUN = ("--epochs", "10", "--val-size", str(VAL_IMAGES), "--early-stop", "3", "--compile", "off")

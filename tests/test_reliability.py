@@ -1,6 +1,5 @@
 """Reliability: atomic files under SIGKILL, SIGTERM/SIGINT handling, exact resume, divergence, bad input."""
 
-import csv
 import json
 import shutil
 import signal
@@ -11,15 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import engine
-import runfolder
 import train
 from cifar_fixture import run_args
-from errors import RunInterrupted
+from cifar_resnet import passes, runfolder
+from helpers import assert_same_run, read_rows, stopped_by_sigterm, wait_for_epoch_line
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 5
-METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
 
 
 def reference_args(data_dir, results_dir, *extra):
@@ -30,31 +27,6 @@ def reference_args(data_dir, results_dir, *extra):
 def start_training(data_dir, results_dir, *extra):
     command = [sys.executable, str(ROOT / "train.py"), *reference_args(data_dir, results_dir, *extra)]
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def stopped_by_sigterm(*_args, **_kwargs):
-    """In place of engine.train_one_epoch: SIGTERM arrived before the epoch's first step."""
-    raise RunInterrupted(signal.SIGTERM)
-
-
-def read_rows(folder):
-    with open(folder / "ResNet20_results.csv", newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def metrics(folder):
-    return [[row[name] for name in METRICS] for row in read_rows(folder)]
-
-
-def final_weights(folder):
-    return torch.load(folder / "ResNet20_last.pth", weights_only=True)["model"]
-
-
-def assert_same_run(folder, reference):
-    assert metrics(folder) == metrics(reference)
-    weights, expected = final_weights(folder), final_weights(reference)
-    assert weights.keys() == expected.keys()
-    assert all(torch.equal(weights[key], expected[key]) for key in expected)
 
 
 def assert_only_complete_files(folder):
@@ -152,17 +124,10 @@ def test_a_kill_between_last_and_a_stale_best_is_repaired_by_the_resume(data_dir
     folder = tmp_path / "ResNet20"
     last = torch.load(folder / "ResNet20_last.pth", weights_only=True)
     assert last["best"]["epoch"] == last["epoch"] > torch.load(folder / "ResNet20_best.pth", weights_only=True)["epoch"]
-    monkeypatch.setattr(engine, "train_one_epoch", stopped_by_sigterm)  # the resume's repairs come first
+    monkeypatch.setattr(passes, "train_one_epoch", stopped_by_sigterm)  # the resume's repairs come first
     assert train.main(reference_args(data_dir, tmp_path, "--resume")) == 128 + signal.SIGTERM
     assert torch.load(folder / "ResNet20_best.pth", weights_only=True)["epoch"] == last["epoch"]
     assert temporary_files(folder) == []
-
-
-def wait_for_epoch_line(process):
-    for line in process.stdout:
-        if line.startswith("epoch 1/"):
-            return
-    raise AssertionError("the run ended before its first epoch: " + process.stderr.read())
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
@@ -191,7 +156,7 @@ def test_an_overwrite_stopped_in_its_first_epoch_leaves_nothing_of_the_run_it_re
     folder = tmp_path / "ResNet20"
     shutil.copytree(reference_run, folder)  # a finished run, with its checkpoints, CSV and figures
     (folder / "notes.txt").write_text("the user's own file")
-    monkeypatch.setattr(engine, "train_one_epoch", stopped_by_sigterm)
+    monkeypatch.setattr(passes, "train_one_epoch", stopped_by_sigterm)
     assert train.main(run_args(data_dir, tmp_path, "--overwrite", "--epochs", "3", "--lr", "0.05")) == 128 + signal.SIGTERM
     assert sorted(path.name for path in folder.iterdir()) == [".lock", "ResNet20_results.json", "ResNet20_results.txt",
                                                               "notes.txt"]
@@ -205,7 +170,7 @@ def test_an_overwrite_stopped_in_its_first_epoch_leaves_nothing_of_the_run_it_re
 
 
 def test_a_nan_loss_stops_the_run_keeps_the_last_good_checkpoint_and_says_so(data_dir, tmp_path, monkeypatch, capsys):
-    original = engine.train_one_epoch
+    original = passes.train_one_epoch
     calls = []
 
     def nan_in_second_epoch(*args, **kwargs):
@@ -213,7 +178,7 @@ def test_a_nan_loss_stops_the_run_keeps_the_last_good_checkpoint_and_says_so(dat
         row = original(*args, **kwargs)
         return {**row, "train_loss": float("nan")} if len(calls) == 2 else row
 
-    monkeypatch.setattr(engine, "train_one_epoch", nan_in_second_epoch)
+    monkeypatch.setattr(passes, "train_one_epoch", nan_in_second_epoch)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "3")) == 1
     error = capsys.readouterr().err
     assert "the training loss became nan in epoch 2" in error and "last good epoch (1)" in error
@@ -315,7 +280,7 @@ def test_out_of_gpu_memory_suggests_a_smaller_batch(data_dir, tmp_path, monkeypa
     def no_memory(*_args, **_kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(engine, "train_one_epoch", no_memory)
+    monkeypatch.setattr(passes, "train_one_epoch", no_memory)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 2
     error = capsys.readouterr().err
     assert "out of GPU memory with --batch-size 32; try a smaller batch" in error and error.count("\n") == 1

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-import evaluate
-import recipe
 import report
 import train
 from cifar_fixture import run_args
+from cifar_resnet import evaluate, figures, recipe
+from cifar_resnet.checkpoints import RunFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,8 +29,8 @@ def assert_sensible_png(path):
 
 def test_a_run_draws_the_four_figures(two_epoch_run):
     plots = two_epoch_run / "plots"
-    assert sorted(path.name for path in plots.iterdir()) == sorted(report.PLOT_NAMES)
-    for name in report.PLOT_NAMES:
+    assert sorted(path.name for path in plots.iterdir()) == sorted(figures.PLOT_NAMES)
+    for name in figures.PLOT_NAMES:
         assert_sensible_png(plots / name)
 
 
@@ -38,7 +38,7 @@ def test_curves_are_redrawn_from_the_csv_alone(two_epoch_run, tmp_path):
     folder = tmp_path / "ResNet20"
     folder.mkdir()
     shutil.copy(two_epoch_run / "ResNet20_results.csv", folder)
-    drawn = report.draw_run(folder)
+    drawn = figures.draw_run(folder)
     assert sorted(path.name for path in drawn) == ["loss_acc_curves.png", "lr_curve.png"]
     for path in drawn:
         assert_sensible_png(path)
@@ -49,7 +49,7 @@ def test_report_command_redraws_every_figure_of_a_results_folder(two_epoch_run, 
     shutil.copytree(two_epoch_run, folder)
     shutil.rmtree(folder / "plots")
     assert report.main([str(folder)]) == 0
-    assert sorted(path.name for path in (folder / "plots").iterdir()) == sorted(report.PLOT_NAMES)
+    assert sorted(path.name for path in (folder / "plots").iterdir()) == sorted(figures.PLOT_NAMES)
     assert capsys.readouterr().out.count("wrote ") == 4
 
 
@@ -60,13 +60,13 @@ def test_report_command_on_a_folder_without_results_is_a_clear_error(tmp_path, c
 
 def test_lr_drops_are_found_between_epochs():
     history = [{"epoch": e, "lr": lr} for e, lr in enumerate([0.01, 0.1, 0.1, 0.01, 0.01, 0.001], 1)]
-    assert report.lr_drop_epochs(history, schedule=None, steps_per_epoch=None) == [3, 5]
+    assert figures.lr_drop_epochs(history, schedule=None, steps_per_epoch=None) == [3, 5]
 
 
 def test_confusion_counts_have_true_labels_on_rows():
     labels = np.array([0, 0, 1, 2, 2, 2])
     predictions = np.array([0, 1, 1, 2, 0, 2])
-    counts = report.confusion_counts(labels, predictions, classes=3)
+    counts = figures.confusion_counts(labels, predictions, classes=3)
     assert counts.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
 
 
@@ -138,7 +138,7 @@ ONE_EPOCH_SCHEDULE = recipe.Schedule(0.1, 10, milestone_steps=[5, 8], gamma=0.1)
 
 
 def test_a_one_epoch_run_shows_its_points_and_the_drops_inside_the_epoch(tmp_path):
-    fig = report.plot_curves(history_of([1.7], [45.0]), tmp_path / "curves.png", "t", ONE_EPOCH_SCHEDULE, 10)
+    fig = figures.plot_curves(history_of([1.7], [45.0]), tmp_path / "curves.png", "t", ONE_EPOCH_SCHEDULE, 10)
     for ax in fig.axes:
         data = [line for line in ax.get_lines() if line.get_label() in ("train", "test")]
         assert len(data) == 2 and all(line.get_marker() == "o" for line in data)
@@ -153,30 +153,30 @@ def test_a_one_epoch_run_shows_its_points_and_the_drops_inside_the_epoch(tmp_pat
                                                    (3, [0.01] * 3 + [0.1] * 2 + [0.01] * 3 + [0.001] * 2)])
 def test_the_lr_figure_draws_every_step_s_rate(tmp_path, warmup_steps, expected):
     schedule = {**ONE_EPOCH_SCHEDULE, "warmup_steps": warmup_steps}
-    fig = report.plot_lr(history_of([1.7], [45.0]), tmp_path / "lr.png", "t", schedule, 10)
+    fig = figures.plot_lr(history_of([1.7], [45.0]), tmp_path / "lr.png", "t", schedule, 10)
     stairs = fig.axes[0].patches[0].get_data()
     assert list(stairs.values) == pytest.approx(expected)
     assert list(stairs.edges) == pytest.approx([step / 10 for step in range(11)])
 
 
 def test_loss_axes_are_labelled_whatever_the_range(tmp_path):
-    wide = report.plot_curves(history_of([2.3, 1.2, 0.4, 0.1], [30, 50, 70, 80]), tmp_path / "wide.png", "t")
+    wide = figures.plot_curves(history_of([2.3, 1.2, 0.4, 0.1], [30, 50, 70, 80]), tmp_path / "wide.png", "t")
     loss_ax = wide.axes[0]
     low, high = loss_ax.get_ylim()
     labels = {loss_ax.yaxis.get_major_formatter()(tick) for tick in loss_ax.get_yticks() if low <= tick <= high}
     assert loss_ax.get_yscale() == "log" and {"0.2", "0.5", "1", "2"} <= labels
-    narrow = report.plot_curves(history_of([1.7, 1.4, 1.1], [30, 40, 50]), tmp_path / "narrow.png", "t")
+    narrow = figures.plot_curves(history_of([1.7, 1.4, 1.1], [30, 40, 50]), tmp_path / "narrow.png", "t")
     assert narrow.axes[0].get_yscale() == "linear"  # a log axis over 1.1-1.7 would have no label at all
 
 
 def test_a_run_s_figures_use_its_schedule(two_epoch_run):
-    files = report.RunFiles.in_folder(two_epoch_run)
-    schedule, steps_per_epoch = report.run_schedule(files)
+    files = RunFiles.in_folder(two_epoch_run)
+    schedule, steps_per_epoch = figures.run_schedule(files.read_result())
     assert steps_per_epoch == 10 and schedule["step_count"] == 20 and schedule["milestone_steps"] == [10, 15]
 
 
 def test_report_py_as_a_script_says_in_one_line_that_nothing_finished(tmp_path):
-    """Run as a script, report.py is __main__: an error raised in comparison.py must still be its
+    """Run as a script, report.py is __main__: an error raised in sweep_report.py must still be its
     one-line error (it was a traceback while ReportError lived in report.py, a second class)."""
     (tmp_path / "seed0" / "ResNet20").mkdir(parents=True)
     done = subprocess.run([sys.executable, str(ROOT / "report.py"), "--summary", str(tmp_path)],
@@ -189,10 +189,10 @@ def test_the_preview_labels_each_image_and_frames_the_wrong_ones_in_red(tmp_path
     images = np.zeros((10, 3, 32, 32), dtype=np.uint8)
     labels, predictions = np.arange(10) % 3, np.arange(10) % 3
     predictions[[1, 7]] = 0  # two wrong: a 1 and a 1 taken for 0
-    fig = report.plot_predictions(images, labels, predictions, ["a", "b", "c"], tmp_path / "p.png", "t", columns=4)
+    fig = figures.plot_predictions(images, labels, predictions, ["a", "b", "c"], tmp_path / "p.png", "t", columns=4)
     [ax] = fig.axes
     assert len(ax.images) == 10 and [text.get_text() for text in ax.texts][:3] == ["a", "a\n(true: b)", "c"]
     assert [text.get_color() for text in ax.texts].count("red") == 2
     frames = [patch.get_xy() for patch in ax.patches]
-    assert frames == [(1.1, 0.3), (3.1, 1 * report.PREVIEW_CELL_HEIGHT + 0.3)]  # image 1 (row 0), image 7 (row 1)
+    assert frames == [(1.1, 0.3), (3.1, 1 * figures.PREVIEW_CELL_HEIGHT + 0.3)]  # image 1 (row 0), image 7 (row 1)
     assert fig.texts[0].get_text() == "t: 2 of 10 shown are wrong (red)"

@@ -258,3 +258,15 @@ def test_resnext_groups_double_per_stage_from_the_same_bottleneck(name, groups, 
     assert tuple(block.conv2.in_channels for block in blocks) == widths
     assert [block.conv3.out_channels for block in blocks] == [256, 512, 1024]
     assert isinstance(model.stem[1], nn.BatchNorm2d) and model.stem[0].out_channels == 64
+
+
+def test_each_factory_names_its_paper_and_its_exact_parameter_count():
+    for name, factory in MODELS.items():
+        doc = factory.__doc__ or ""
+        assert "\n" not in doc and re.search(r"(He|Xie) et al\. 20\d\d", doc), name
+        assert f"{count_parameters(factory()):,} parameters at 10 classes" in doc, name
+
+
+def test_the_public_names_are_the_models_and_their_tools():
+    assert set(MODELS) <= set(resnet.__all__)
+    assert all(hasattr(resnet, name) for name in resnet.__all__)

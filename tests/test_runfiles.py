@@ -1,5 +1,6 @@
-"""A run's files: one owner of their names, best.pth as a second name of a checkpoint, figures
-drawn without model weights, and run.sh's questions answered by sweep.py."""
+"""A run's files: one owner of their names, one table of fields for each format, best.pth as a
+second name of a checkpoint, figures drawn without model weights, and run.sh's questions
+answered by sweep.py."""
 
 import json
 import os
@@ -10,7 +11,9 @@ import torch
 
 import report
 import sweep
-from runfiles import RunFileError, RunFiles
+from cifar_resnet import figures
+from cifar_resnet.checkpoints import CHECKPOINT_FIELDS, RunFileError, RunFiles, checked_for_saving, checkpoint_problem
+from cifar_resnet.runfolder import COMPLETE_FIELDS, SUMMARY_FIELDS, RunFolder, summary_problem
 
 
 def test_best_is_the_checkpoint_of_its_epoch_not_a_second_serialisation(tmp_path):
@@ -31,8 +34,8 @@ def test_figures_are_drawn_without_the_checkpoints(two_epoch_run, tmp_path):
     shutil.rmtree(folder / "plots")
     for checkpoint in folder.glob("*.pth"):
         checkpoint.unlink()
-    drawn = report.draw_run(folder)
-    assert sorted(path.name for path in drawn) == sorted(report.PLOT_NAMES)
+    drawn = figures.draw_run(folder)
+    assert sorted(path.name for path in drawn) == sorted(figures.PLOT_NAMES)
     saved = RunFiles.in_folder(folder).read_predictions()
     assert saved["epoch"] == 2 and len(saved["labels"]) == 100 and saved["sample_images"].shape == (32, 3, 32, 32)
     assert os.path.getsize(folder / "ResNet20_test_predictions.pt") < 200_000  # not the test set's whole storage
@@ -101,3 +104,49 @@ def test_a_broken_csv_is_one_clear_line_from_report(tmp_path, capsys, text):
     assert report.main([str(folder)]) == 2
     error = capsys.readouterr().err
     assert "ResNet20_results.csv" in error and error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_a_real_run_s_files_hold_exactly_the_fields_of_their_tables(two_epoch_run):
+    summary = json.loads((two_epoch_run / "ResNet20_results.json").read_text())
+    assert summary_problem(summary, every_field_listed=True) is None
+    assert set(COMPLETE_FIELDS) <= summary.keys() <= SUMMARY_FIELDS.keys()
+    checkpoint = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)
+    assert checkpoint.keys() == CHECKPOINT_FIELDS.keys()
+    assert checkpoint_problem(checkpoint, CHECKPOINT_FIELDS) is None
+    assert checked_for_saving(checkpoint) is checkpoint
+
+
+@pytest.mark.parametrize("change,problem", [
+    (lambda s: s.update(schedule={"step_count": "all"}), "its 'schedule' is not what train.py writes"),
+    (lambda s: s.update(status="done"), "its 'status' is not what train.py writes"),
+    (lambda s: s["provenance"].update(official_data="yes"), "its 'provenance' is not what train.py writes"),
+    (lambda s: s.pop("final_test_error"), "a complete run's summary without 'final_test_error'"),
+    (lambda s: s.pop("status"), "not a summary with a status"),
+])
+def test_every_reader_of_a_summary_refuses_a_field_that_does_not_fit_the_table(two_epoch_run, tmp_path, change,
+                                                                             problem):
+    folder = tmp_path / "ResNet20"
+    shutil.copytree(two_epoch_run, folder)
+    summary = json.loads((folder / "ResNet20_results.json").read_text())
+    change(summary)
+    assert summary_problem(summary) == problem
+    (folder / "ResNet20_results.json").write_text(json.dumps(summary))
+    assert RunFolder.in_folder(folder).read_result() is None  # the state, the figures and the report all read it so
+    assert RunFolder.in_folder(folder).state() == "resumable"  # train.py --resume rewrites it from the checkpoint
+    assert summary_problem({**summary, "note": "another version's"}) == problem  # unlisted fields are left alone
+
+
+def test_the_writers_refuse_what_their_readers_would(two_epoch_run, tmp_path):
+    files = RunFolder.of(tmp_path, "ResNet20")
+    files.make_writable()
+    summary = json.loads((two_epoch_run / "ResNet20_results.json").read_text())
+    with pytest.raises(ValueError, match="its 'note' is not a field of a summary"):
+        files.write_result({**summary, "note": "unlisted"})
+    with pytest.raises(ValueError, match="its 'epochs' is not what train.py writes"):
+        files.write_result({**summary, "epochs": -1})
+    assert not files.json.exists()
+    checkpoint = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)
+    with pytest.raises(ValueError, match="unlisted fields"):
+        checked_for_saving({**checkpoint, "note": "unlisted"})
+    with pytest.raises(ValueError, match="its 'best' is missing or not"):
+        checked_for_saving({**checkpoint, "best": {"epoch": "one"}})

@@ -1,4 +1,4 @@
-"""The shared set-up (runtime.setup): device choice, fast-bf16 detection, the seeded model."""
+"""The shared set-up (hardware.setup): device choice, fast-bf16 detection, the seeded model."""
 
 import argparse
 import os
@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-import runtime
-from errors import UsageError
+from cifar_resnet import hardware
+from cifar_resnet.errors import UsageError
 
 
 @pytest.mark.parametrize("name,message", [
@@ -16,51 +16,51 @@ from errors import UsageError
 ])
 def test_an_unknown_device_name_is_a_usage_error(name, message):
     with pytest.raises(UsageError, match=message):
-        runtime.pick_device(name)
+        hardware.pick_device(name)
 
 
 def test_auto_takes_the_accelerator_pytorch_reports_else_the_cpu(monkeypatch):
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: None)
-    assert runtime.pick_device("auto") == torch.device("cpu")
+    assert hardware.pick_device("auto") == torch.device("cpu")
     monkeypatch.setattr(torch.accelerator, "current_accelerator",
                         lambda check_available=False: torch.device("mps"))
-    assert runtime.pick_device("auto") == torch.device("mps")
+    assert hardware.pick_device("auto") == torch.device("mps")
 
 
 def test_an_accelerator_that_is_not_there_is_refused(monkeypatch):
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: None)
     with pytest.raises(UsageError, match="PyTorch sees no CUDA device here; use --device cpu"):
-        runtime.pick_device("cuda")
+        hardware.pick_device("cuda")
     monkeypatch.setattr(torch.accelerator, "current_accelerator",
                         lambda check_available=False: torch.device("cuda"))
     monkeypatch.setattr(torch.accelerator, "device_count", lambda: 2)
-    assert runtime.pick_device("cuda:1") == torch.device("cuda:1")
+    assert hardware.pick_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(UsageError, match="sees only 2 CUDA device"):
-        runtime.pick_device("cuda:2")
+        hardware.pick_device("cuda:2")
 
 
 @pytest.mark.parametrize("flags,expected", [({"avx2", "avx512f"}, False), ({"avx2", "avx512_bf16"}, True),
                                             ({"amx_bf16"}, True), (set(), False)])
 def test_fast_bf16_falls_back_to_the_cpu_flags_without_pytorch_s_private_probes(monkeypatch, flags, expected):
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
-    assert runtime.cpu_has_fast_bf16() is expected
-    assert runtime.pick_precision("auto", torch.device("cpu")) == ("bf16" if expected else "fp32")
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+    assert hardware.cpu_has_fast_bf16() is expected
+    assert hardware.pick_precision("auto", torch.device("cpu")) == ("bf16" if expected else "fp32")
 
 
 @pytest.mark.parametrize("amx,avx512_bf16,expected", [(False, False, False), (True, False, True), (False, True, True)])
 def test_fast_bf16_asks_pytorch_s_probes_where_it_has_them(monkeypatch, amx, avx512_bf16, expected):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: pytest.fail("the probes answer first"))
-    assert runtime.cpu_has_fast_bf16() is expected
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: pytest.fail("the probes answer first"))
+    assert hardware.cpu_has_fast_bf16() is expected
 
 
 @pytest.mark.parametrize("capability,expected", [((7, 5), "fp32"), ((8, 0), "bf16"), ((9, 0), "bf16")])
 def test_auto_precision_on_a_gpu_is_bf16_from_ampere_on(monkeypatch, capability, expected):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    assert runtime.pick_precision("auto", torch.device("cuda")) == expected
-    assert runtime.pick_precision("fp32", torch.device("cuda")) == "fp32"
+    assert hardware.pick_precision("auto", torch.device("cuda")) == expected
+    assert hardware.pick_precision("fp32", torch.device("cuda")) == "fp32"
 
 
 @pytest.mark.parametrize("deterministic,device,autotune,workspace", [
@@ -76,7 +76,7 @@ def test_the_kernel_settings_follow_determinism_and_device(monkeypatch, determin
     calls = []
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: earlier)
     monkeypatch.setattr(torch, "use_deterministic_algorithms", calls.append)
-    runtime.choose_kernels(deterministic=deterministic, device=torch.device(device))
+    hardware.choose_kernels(deterministic=deterministic, device=torch.device(device))
     # Changed either way (the setting is global: a run must not inherit it), and left alone when
     # it already holds (changing it imports inductor, 1.5 s at every start).
     assert calls == ([] if earlier == deterministic else [deterministic])
@@ -86,9 +86,9 @@ def test_the_kernel_settings_follow_determinism_and_device(monkeypatch, determin
 
 def test_setup_builds_the_seeded_model_on_the_device():
     args = runtime_args()
-    _, first = runtime.setup(args, model="ResNet20", settings={"seed": 1}, epochs=1)
-    _, again = runtime.setup(args, model="ResNet20", settings={"seed": 1}, epochs=1)
-    setup, other = runtime.setup(args, model="ResNet20", settings={"seed": 2}, epochs=1)
+    _, first = hardware.setup(args, model="ResNet20", settings={"seed": 1}, epochs=1)
+    _, again = hardware.setup(args, model="ResNet20", settings={"seed": 1}, epochs=1)
+    setup, other = hardware.setup(args, model="ResNet20", settings={"seed": 2}, epochs=1)
     assert setup.device == torch.device("cpu") and setup.precision == "fp32" and not setup.compiled
     assert torch.equal(first.fc.weight, again.fc.weight) and not torch.equal(first.fc.weight, other.fc.weight)
     assert first.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
@@ -96,7 +96,7 @@ def test_setup_builds_the_seeded_model_on_the_device():
 
 def test_setup_refuses_an_option_the_model_does_not_take():
     with pytest.raises(UsageError, match="Plain20 takes no --shortcut option"):
-        runtime.setup(runtime_args(), model="Plain20", settings={"shortcut": "B"}, epochs=1)
+        hardware.setup(runtime_args(), model="Plain20", settings={"shortcut": "B"}, epochs=1)
 
 
 def runtime_args():
@@ -108,6 +108,6 @@ def test_one_cpu_thread_is_one_thread():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        assert runtime.describe_device(torch.device("cpu")) == "cpu (1 thread)"
+        assert hardware.describe_device(torch.device("cpu")) == "cpu (1 thread)"
     finally:
         torch.set_num_threads(threads)

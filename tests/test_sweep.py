@@ -2,48 +2,24 @@
 
 import csv
 import json
-import os
 import shlex
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import comparison
 import report
-import settings
-import train
 import sweep as sweep_module
-import verdict
-from cifar_fixture import PINNED_HOST
+import train
+from cifar_resnet import figures, sweep_report, verdict
+from cifar_resnet.paper import PAPER_ERROR
+from helpers import TINY_SWEEP, read_summary, run_sweep, sweep_environment, write_fake_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP_FILES = ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")
 RUN_FILES = ("{m}_last.pth", "{m}_best.pth", "{m}_test_predictions.pt", "{m}_results.csv", "{m}_results.json", "{m}_results.txt", "train.log",
              "plots/confusion_matrix.png", "plots/loss_acc_curves.png", "plots/lr_curve.png", "plots/predictions.png")
-
-
-# The GPUS queue runs its jobs side by side, here on the CPU: one thread each, as on a machine
-# whose cores are shared out (two jobs of two spinning threads on two cores run 50x slower).
-ONE_THREAD_PER_JOB = {"OMP_NUM_THREADS": "1"}
-
-
-TINY_SWEEP = {"EPOCHS": "1", "TRAIN_FLAGS": "--batch-size 32 " + shlex.join(PINNED_HOST)}  # one epoch of the tiny data
-
-
-def run_sweep(data_dir, results_dir, models, seeds, **environment):
-    env = {**os.environ, **ONE_THREAD_PER_JOB, **TINY_SWEEP, "MODELS": models, "SEEDS": seeds, "DATA_DIR": str(data_dir),
-           "RESULTS_DIR": str(results_dir), "PYTHON": sys.executable, **environment}
-    return subprocess.run(["bash", str(ROOT / "run.sh")], env=env, capture_output=True, text=True, timeout=600)
-
-
-def read_summary(path):
-    """The summary's rows by model (a row's name is its model's, then any settings unlike the paper's)."""
-    with open(path, newline="") as file:
-        return {row["model"].split(" [")[0]: row for row in csv.DictReader(file)}
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +92,7 @@ def test_a_finished_run_of_other_settings_stops_the_sweep_instead_of_joining_it(
     results, _ = sweep
     sweep_environment(monkeypatch, data_dir, results)
     monkeypatch.setenv("EPOCHS", "2")
-    assert train.main(sweep_module.run_command("ResNet20", "0")[1:]) == 2
+    assert train.main(sweep_module.train_arguments("ResNet20", "0")[1:]) == 2
     assert "--epochs 2 differs from the run being resumed (1)" in capsys.readouterr().err
     assert json.loads((results / "seed0" / "ResNet20" / "ResNet20_results.json").read_text())["epochs"] == 1
 
@@ -140,32 +116,12 @@ def test_a_diverged_run_is_recorded_and_the_sweep_goes_on_to_the_first_failing_r
     assert f"Diverged (left out above): {tmp_path / 'seed0' / 'ResNet20'}." in (tmp_path / "summary.md").read_text()
 
 
-def write_fake_run(folder, model, seed, error, epochs=2, flags=(), official=None):
-    """A finished run's CSV and JSON with a chosen final test error (and train.py ``flags``); with
-    ``official`` True or False, a record saying whether it read the official CIFAR files."""
-    folder.mkdir(parents=True)
-    rows = [{"epoch": e, "train_loss": 1.0, "train_acc": 100 - error - 1, "test_loss": 1.0, "test_acc": 100 - error,
-             "lr": 0.1, "epoch_seconds": 1.0, "train_images_per_s": 1.0} for e in range(1, epochs + 1)]
-    with open(folder / f"{model}_results.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    paper = settings.parse_args(["--model", model, "--precision", "fp32", "--seed", str(seed), *flags])
-    settings.resolve_model_and_warmup(paper)
-    run = {"model": model, "status": "finished", "parameters": 1_727_962, "final_test_error": error, "final_test_acc": 100 - error,
-           "epochs": epochs, "steps_per_epoch": 390, "wall_seconds": 60.0 * seed, "settings": settings.recorded(paper),
-           "layer_response_std": [1.0, 0.5, 0.25], "device": "cpu (2 threads)", "command": paper.command}
-    if official is not None:
-        run["provenance"] = {"official_data": official, "device_hours": 0.25, "peak_memory_gib": 1.0, "parts": []}
-    (folder / f"{model}_results.json").write_text(json.dumps(run))
-
-
 def test_resnet110_is_compared_with_the_paper_s_mean_of_five_runs(tmp_path):
     for seed, error in enumerate([6.5, 6.7, 6.9, 7.1, 6.3]):
         write_fake_run(tmp_path / f"seed{seed}" / "ResNet110", "ResNet110", seed, error)
     (tmp_path / "stray" / "ResNet56").mkdir(parents=True)
     (tmp_path / "stray" / "ResNet56" / "ResNet56_results.csv").write_text("epoch\n")
-    comparison.write_sweep_report(tmp_path)
+    sweep_report.write_sweep_report(tmp_path)
     row = read_summary(tmp_path / "summary.csv")["ResNet110"]
     assert float(row["best_error"]) == pytest.approx(6.3)
     assert float(row["mean_error"]) == pytest.approx(6.7)
@@ -182,7 +138,7 @@ def test_resnet110_is_compared_with_the_paper_s_mean_of_five_runs(tmp_path):
 
 
 def test_the_verdict_follows_the_rule_fixed_in_advance(tmp_path):
-    paper = comparison.PAPER_ERROR
+    paper = PAPER_ERROR
     runs = {  # folder: model, seed, final test error, train.py flags, official data
         "seed0/ResNet20": ("ResNet20", 0, paper["ResNet20"] + 0.40, (), True),
         "seed1/ResNet20": ("ResNet20", 1, paper["ResNet20"] + 0.50, (), True),  # mean: 0.45 above
@@ -194,7 +150,7 @@ def test_the_verdict_follows_the_rule_fixed_in_advance(tmp_path):
     }
     for folder, (model, seed, error, flags, official) in runs.items():
         write_fake_run(tmp_path / folder, model, seed, error, flags=flags, official=official)
-    comparison.write_sweep_report(tmp_path)
+    sweep_report.write_sweep_report(tmp_path)
     with open(tmp_path / "summary.csv", newline="") as file:
         verdicts = {row["model"]: row for row in csv.DictReader(file)}
     assert verdicts["ResNet20"]["verdict"] == "reproduced" and verdicts["ResNet20"]["runs"] == "2"
@@ -220,10 +176,10 @@ def test_summary_of_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):
 def test_sweep_figures_give_each_model_one_colour_and_explain_their_line_styles(tmp_path):
     write_fake_run(tmp_path / "seed0" / "ResNet20", "ResNet20", 0, 8.0)
     write_fake_run(tmp_path / "seed0" / "Plain20", "Plain20", 0, 9.0)
-    runs = comparison.runs_by_model(comparison.find_runs(tmp_path).finished)
-    figure6 = comparison.plot_figure6(runs, tmp_path / "figure6.png")
-    figure7 = comparison.plot_figure7(runs, tmp_path / "figure7.png")
-    depth = comparison.plot_depth_vs_error(runs, tmp_path / "depth.png")
+    runs = sweep_report.runs_by_model(sweep_report.find_runs(tmp_path).finished)
+    figure6 = figures.plot_figure6(runs, tmp_path / "figure6.png")
+    figure7 = figures.plot_figure7(runs, tmp_path / "figure7.png")
+    depth = figures.plot_depth_vs_error(runs, tmp_path / "depth.png")
 
     def colours(fig):
         return {line.get_label(): line.get_color() for ax in fig.axes for line in ax.get_lines()
@@ -240,19 +196,12 @@ def test_sweep_figures_give_each_model_one_colour_and_explain_their_line_styles(
 
 def test_other_papers_numbers_are_named_with_their_source(tmp_path):
     write_fake_run(tmp_path / "seed0" / "PreActResNet164", "PreActResNet164", 0, 5.5)
-    comparison.write_sweep_report(tmp_path)
+    sweep_report.write_sweep_report(tmp_path)
     row = read_summary(tmp_path / "summary.csv")["PreActResNet164"]
     assert float(row["paper_error"]) == 5.46 and float(row["mean_minus_paper"]) == pytest.approx(0.04)
     text = (tmp_path / "summary.md").read_text()
     assert "| PreActResNet164 | 1,727,962 | 5.46 (He et al. 2016b) |" in text
     assert "Seed 003 claims about 95% accuracy" in text and "(claims only)" in text
-
-
-def sweep_environment(monkeypatch, data_dir, results):
-    """The variables run_sweep gives run.sh, for sweep.py in this process."""
-    for name, value in {**TINY_SWEEP, "DATA_DIR": str(data_dir), "RESULTS_DIR": str(results),
-                        "MODELS": "ResNet20 Plain20", "SEEDS": "0 1"}.items():
-        monkeypatch.setenv(name, value)
 
 
 def test_run_sh_runs_exactly_the_commands_sweep_py_builds(sweep, data_dir, monkeypatch):
@@ -261,7 +210,7 @@ def test_run_sh_runs_exactly_the_commands_sweep_py_builds(sweep, data_dir, monke
     for model in ("ResNet20", "Plain20"):
         for seed in ("0", "1"):
             recorded = json.loads((results / f"seed{seed}" / model / f"{model}_results.json").read_text())["command"]
-            built = sweep_module.run_command(model, seed)
+            built = sweep_module.train_arguments(model, seed)
             assert "--resume" in built  # the run exists now: the sweep would resume (and check) it
             # (an earlier test resumes some of these runs: their record then has --resume too)
             assert recorded.replace(" --resume", "") == "python " + " ".join(part for part in built if part != "--resume")
@@ -279,7 +228,7 @@ def test_the_slurm_dry_run_gives_each_model_an_array_and_each_task_run_sh_s_comm
     assert all("--array=0-1" in line and "--requeue" in line and "--signal=B:TERM@120" in line for line in arrays)
     assert "--time=36:00:00 --mem=64G" in arrays[1] and "--time=2:00:00" in arrays[0]
     tasks = [line.strip() for line in lines if line.startswith("  task")]
-    assert tasks[0] == "task 0: python " + shlex.join(sweep_module.run_command("ResNet20", "0"))
-    assert tasks[3] == "task 1: python " + shlex.join(sweep_module.run_command("ResNet1202", "1"))
+    assert tasks[0] == "task 0: python " + shlex.join(sweep_module.train_arguments("ResNet20", "0"))
+    assert tasks[3] == "task 1: python " + shlex.join(sweep_module.train_arguments("ResNet1202", "1"))
     assert "--resume" not in tasks[3] and "--resume" in tasks[0]  # ResNet1202 has not run here
     assert lines[-1].startswith("sbatch --parsable --job-name=sweep-report") and "report.py --summary" in lines[-1]

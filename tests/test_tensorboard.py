@@ -6,9 +6,9 @@ import csv
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import engine
 import train
 from cifar_fixture import run_args
+from cifar_resnet import passes
 
 
 def scalars(folder, tag):
@@ -23,7 +23,7 @@ def csv_rows(folder):
 
 
 def test_tensorboard_holds_every_epoch_s_metrics_the_step_losses_and_the_hparams(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "LOSS_LOG_EVERY", 4)
+    monkeypatch.setattr(passes, "LOSS_LOG_EVERY", 4)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--val-size", "64", "--tensorboard")) == 0
     folder = tmp_path / "ResNet20"
     rows = csv_rows(folder)  # 256 training images, batch 32: 8 steps an epoch
@@ -42,8 +42,8 @@ def test_tensorboard_holds_every_epoch_s_metrics_the_step_losses_and_the_hparams
 
 
 def test_a_resumed_run_continues_the_curves_without_duplicates(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "LOSS_LOG_EVERY", 5)
-    original = engine.train_one_epoch
+    monkeypatch.setattr(passes, "LOSS_LOG_EVERY", 5)
+    original = passes.train_one_epoch
 
     def stop_after_logging_in_epoch_two(*args, **kwargs):
         log_loss = args[-1]
@@ -55,10 +55,10 @@ def test_a_resumed_run_continues_the_curves_without_duplicates(data_dir, tmp_pat
 
         return original(*args[:-1], log_then_stop)
 
-    monkeypatch.setattr(engine, "train_one_epoch", stop_after_logging_in_epoch_two)
+    monkeypatch.setattr(passes, "train_one_epoch", stop_after_logging_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train.main(run_args(data_dir, tmp_path, "--epochs", "3", "--tensorboard"))
-    monkeypatch.setattr(engine, "train_one_epoch", original)
+    monkeypatch.setattr(passes, "train_one_epoch", original)
     assert train.main(run_args(data_dir, tmp_path, "--resume", "--tensorboard")) == 0
     board = tmp_path / "ResNet20" / "tensorboard"
     assert [step for step, _ in scalars(board, "loss/test")] == [10, 20, 30]

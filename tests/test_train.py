@@ -6,11 +6,10 @@ import json
 import pytest
 import torch
 
-import engine
-import recipe
 import train
 from cifar_fixture import make_cifar, run_args
-from data import CIFAR10
+from cifar_resnet import passes, recipe
+from cifar_resnet.data import CIFAR10
 from resnet import MODELS, build_model
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "train_images_per_s"]
@@ -57,13 +56,13 @@ def test_training_loss_falls_on_learnable_data(data_dir, tmp_path, precision):
 
 
 def test_validation_picks_the_best_checkpoint_and_the_result_stays_the_final_model_s(data_dir, tmp_path, monkeypatch):
-    evaluate, val_accuracies = engine.evaluate, iter([90.0, 50.0, 40.0])  # the best on validation: epoch 1
+    evaluate, val_accuracies = passes.evaluate, iter([90.0, 50.0, 40.0])  # the best on validation: epoch 1
 
     def validation_best_first(model, loader, runtime):
         loss, accuracy, predictions = evaluate(model, loader, runtime)
         return loss, next(val_accuracies) if len(loader.labels) == 64 else accuracy, predictions
 
-    monkeypatch.setattr(engine, "evaluate", validation_best_first)
+    monkeypatch.setattr(passes, "evaluate", validation_best_first)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "3", "--val-size", "64")) == 0
     folder = tmp_path / "ResNet20"
     rows = read_csv(folder / "ResNet20_results.csv")
@@ -81,7 +80,7 @@ def test_validation_picks_the_best_checkpoint_and_the_result_stays_the_final_mod
 
 
 def test_resume_continues_where_the_run_stopped(data_dir, tmp_path, monkeypatch, two_epoch_run):
-    original = engine.train_one_epoch
+    original = passes.train_one_epoch
     calls = []
 
     def stop_in_second_epoch(*args, **kwargs):
@@ -90,10 +89,10 @@ def test_resume_continues_where_the_run_stopped(data_dir, tmp_path, monkeypatch,
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_one_epoch", stop_in_second_epoch)
+    monkeypatch.setattr(passes, "train_one_epoch", stop_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train.main(run_args(data_dir, tmp_path, "--epochs", "2"))
-    monkeypatch.setattr(engine, "train_one_epoch", original)
+    monkeypatch.setattr(passes, "train_one_epoch", original)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--resume")) == 0
 
     resumed = read_csv(tmp_path / "ResNet20" / "ResNet20_results.csv")
@@ -198,9 +197,9 @@ def read_json(folder):
 
 
 def test_resume_without_flags_continues_the_run_as_it_was_started(data_dir, tmp_path, monkeypatch):
-    from errors import RunInterrupted
+    from cifar_resnet.errors import RunInterrupted
 
-    original, calls = engine.train_one_epoch, []
+    original, calls = passes.train_one_epoch, []
 
     def stop_in_second_epoch(*args, **kwargs):
         calls.append(1)
@@ -208,14 +207,14 @@ def test_resume_without_flags_continues_the_run_as_it_was_started(data_dir, tmp_
             raise RunInterrupted(15)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_one_epoch", stop_in_second_epoch)
+    monkeypatch.setattr(passes, "train_one_epoch", stop_in_second_epoch)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "3", "--milestones", "2")) == 143
     folder = tmp_path / "ResNet20"
     interrupted = read_json(folder)
     assert interrupted["status"] == "interrupted" and interrupted["epochs_done"] == 1
     assert "final_test_acc" not in interrupted and "latest_test_acc" in interrupted
     assert "INTERRUPTED: 1 of 3 epochs done, stopped by SIGTERM" in (folder / "ResNet20_results.txt").read_text()
-    monkeypatch.setattr(engine, "train_one_epoch", original)
+    monkeypatch.setattr(passes, "train_one_epoch", original)
     assert train.main(["--resume", "--results-dir", str(tmp_path), "--data-dir", str(data_dir)]) == 0
     finished = read_json(folder)
     assert finished["status"] == "finished" and finished["epochs_done"] == 3

@@ -7,13 +7,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import data
-import engine
-import report
-from errors import UsageError
-from resnet import MODELS
-from runfiles import load_checkpoint
-from runtime import setup
+from cifar_resnet import data, figures, hardware, passes
+from cifar_resnet.checkpoints import load_checkpoint, rebuild_model
+from cifar_resnet.errors import UsageError
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict:
@@ -26,19 +22,15 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     settings = checkpoint["args"]
     source = data.SOURCES[settings.get("dataset", "cifar10")]
     name = settings["model"]
-    if name not in MODELS:
-        raise UsageError(f"{path} holds an unknown model {name!r}")
+    model = rebuild_model(checkpoint, path)
     # One pass over the test set: never long enough to repay compiling (unless --compile on).
-    runtime, model = setup(args, model=name, settings=settings, epochs=0)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError:
-        raise UsageError(f"{path}: its weights do not fit a {name} (a damaged or foreign checkpoint)") from None
+    runtime = hardware.start(args, epochs=0)
+    model = model.to(runtime.device, memory_format=hardware.MEMORY_FORMAT)
     folder = data.find_or_download(args.data_dir, source)
     test, classes = data.Split(*data.read_split(folder, source.test_files, source)), data.read_class_names(folder, source)
     normalization = data.Normalization(**checkpoint["normalization"])
-    loader = engine.eval_loader(test, normalization, runtime.device)
-    loss, accuracy, predictions = engine.evaluate(runtime.compile(model), loader, runtime)
+    loader = passes.eval_loader(test, normalization, runtime.device)
+    loss, accuracy, predictions = passes.evaluate(runtime.compile(model), loader, runtime)
 
     labels, predicted = test.labels.numpy(), predictions.numpy()
     per_class = {label: 100 * float((predicted[labels == index] == index).mean())
@@ -49,7 +41,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     for label, value in sorted(per_class.items(), key=lambda item: item[1]):
         print(f"  {label:>{max(map(len, classes))}}  {value:6.2f}%")
     print("most confused (true -> predicted: images): "
-          + ", ".join(f"{true} -> {guess}: {count}" for true, guess, count in report.most_confused(labels, predicted, classes)))
+          + ", ".join(f"{true} -> {guess}: {count}" for true, guess, count in figures.most_confused(labels, predicted, classes)))
     print(classification_report(labels, predicted, labels=range(len(classes)), target_names=classes,
                                 digits=4, zero_division=0))
     figure = path.parent / "plots" / f"{path.stem}_confusion_matrix.png"
@@ -57,6 +49,6 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
         figure.parent.mkdir(exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot write the confusion matrix to {figure.parent} ({error.strerror or error})") from None
-    report.plot_confusion(labels, predicted, classes, figure, f"{name} ({path.name})")
+    figures.plot_confusion(labels, predicted, classes, figure, f"{name} ({path.name})")
     print(f"confusion matrix: {figure}")
     return {"model": name, "test_loss": loss, "test_acc": accuracy, "per_class_acc": per_class}

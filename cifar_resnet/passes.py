@@ -2,7 +2,7 @@
 
 Loss and accuracy are summed on the device and read once per pass (and every few steps
 during a warm-up), so no step waits for the host. No files, no arguments: the callers
-(train.py, evaluate.py, speed.py) decide what a pass is for.
+(train.py, evaluate.py, benchmark.py) decide what a pass is for.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import data
-from augment import Augmentation, Mixing
-from distributed import sum_over_processes
-from recipe import WARMUP_CHECK_STEPS, Schedule
-from runtime import MEMORY_FORMAT, Runtime, StopSignals
+from cifar_resnet import data
+from cifar_resnet.augment import Augmentation, Mixing
+from cifar_resnet.distributed import sum_over_processes
+from cifar_resnet.hardware import MEMORY_FORMAT, Runtime, StopSignals
+from cifar_resnet.recipe import WARMUP_CHECK_STEPS, Schedule
 
 PROGRESS_EVERY = 50  # steps between refreshes of the progress bar's numbers (each costs a sync)
 LOSS_LOG_EVERY = 50  # steps between the training losses handed to log_loss (each costs a sync)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import os
 import shutil
 import signal
@@ -21,11 +20,11 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-import distributed
-from data import SOURCES
-from distributed import Processes
-from errors import RunInterrupted, UsageError
-from resnet import MODELS, build_model
+from cifar_resnet import distributed
+from cifar_resnet.checkpoints import model_options
+from cifar_resnet.distributed import Processes
+from cifar_resnet.errors import RunInterrupted, UsageError
+from resnet import build_model
 
 # torch.compile costs about a minute on a CPU (less on a GPU) and saves more than that within a
 # few epochs of 50k images; shorter runs (smoke tests, the test suite) stay eager.
@@ -81,26 +80,22 @@ def setup(args: argparse.Namespace, *, model: str, settings: dict, epochs: int) 
 
     A bad choice fails here, before any data is read.
     """
+    runtime = start(args, epochs=epochs)
+    options = model_options(model, settings)
+    torch.manual_seed(settings.get("seed", 0))  # the initial weights are the seed's
+    return runtime, build_model(model, **options).to(runtime.device, memory_format=MEMORY_FORMAT)
+
+
+def start(args: argparse.Namespace, *, epochs: int) -> Runtime:
+    """The runtime for ``epochs`` epochs of work at the arguments' device, precision, compile and
+    determinism choices (the kernels chosen, the process group joined)."""
     processes = distributed.from_environment()
     device = pick_device(args.device, processes)
     distributed.start(processes, device)
     compiled = use_compile(args.compile, epochs, device)
     compile_mode = pick_compile_mode(args.compile_mode, device, processes) if compiled else None
-    runtime = Runtime(device, pick_precision(args.precision, device), compile_mode, processes)
-    options = model_options(model, settings)
     choose_kernels(deterministic=args.deterministic, device=device)
-    torch.manual_seed(settings.get("seed", 0))  # the initial weights are the seed's
-    return runtime, build_model(model, **options).to(device, memory_format=MEMORY_FORMAT)
-
-
-def model_options(model: str, settings: dict) -> dict:
-    """The builder's keyword options that ``settings`` (arguments, as a dict) set, and the number
-    of classes of its data set."""
-    options = {name: settings[name] for name in ("shortcut", "stem") if settings.get(name) is not None}
-    refused = [name for name in options if name not in inspect.signature(MODELS[model]).parameters]
-    if refused:
-        raise UsageError(f"{model} takes no {' / '.join('--' + name for name in refused)} option")
-    return {**options, "num_classes": SOURCES[settings.get("dataset", "cifar10")].class_count}
+    return Runtime(device, pick_precision(args.precision, device), compile_mode, processes)
 
 
 def pick_device(name: str, processes: Processes = Processes()) -> torch.device:

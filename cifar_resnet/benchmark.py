@@ -1,6 +1,6 @@
 """--benchmark: how fast a setting trains and evaluates here, on random images, writing nothing.
 
-It times the functions a real run uses (engine.py, the device-resident loader and its batched
+It times the functions a real run uses (passes.py, the device-resident loader and its batched
 augmentation included) after a warm-up that absorbs compilation and autotuning, and projects
 a full CIFAR-10 run from the rates.
 """
@@ -13,11 +13,10 @@ import time
 
 import torch
 
-import data
-import engine
-from recipe import make_augmentation, make_mixing, make_optimizer, make_schedule
-from provenance import peak_memory_gib
-from runtime import Runtime, StopSignals, setup
+from cifar_resnet import data, passes
+from cifar_resnet.hardware import Runtime, StopSignals, setup
+from cifar_resnet.provenance import peak_memory_gib
+from cifar_resnet.recipe import make_augmentation, make_mixing, make_optimizer, make_schedule
 
 BENCHMARK_SECONDS = 5.0  # roughly how long training steps are timed (and, apart, evaluation)
 CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES = 50_000, 10_000
@@ -29,7 +28,7 @@ def peak_memory(runtime: Runtime) -> str:
     return f"{peak_memory_gib(runtime.device):.2f} GiB {where}"
 
 
-def benchmark(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict:
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     step_model = runtime.compile(model)
     optimizer = make_optimizer(model, args, runtime.device)
@@ -41,27 +40,27 @@ def benchmark(args: argparse.Namespace) -> dict:
     normalization = data.Normalization.fit(args.normalize,
                                            data.random_split(2 * args.batch_size, classes, random_images).images)
     generator = torch.Generator(device=runtime.device).manual_seed(args.seed)
-    eval_images = 10 * engine.eval_batch_size(runtime.device)
-    test_loader = engine.eval_loader(data.random_split(eval_images, classes, random_images), normalization, runtime.device)
+    eval_images = 10 * passes.eval_batch_size(runtime.device)
+    test_loader = passes.eval_loader(data.random_split(eval_images, classes, random_images), normalization, runtime.device)
     stop = StopSignals()  # not installed: Ctrl-C stops a benchmark at once
     mixing = make_mixing(args, classes)
 
     def train_steps(steps: int) -> dict:
-        loader = engine.train_loader(data.random_split(steps * args.batch_size, classes, random_images), args.batch_size,
+        loader = passes.train_loader(data.random_split(steps * args.batch_size, classes, random_images), args.batch_size,
                                      normalization, generator, make_augmentation(args))
-        return engine.train_one_epoch(step_model, loader, optimizer, schedule, runtime, stop, None, mixing,
+        return passes.train_one_epoch(step_model, loader, optimizer, schedule, runtime, stop, None, mixing,
                                       args.label_smoothing)
 
     start = time.perf_counter()
     train_steps(2)  # compilation, autotuning, allocator warm-up
-    engine.evaluate(step_model, test_loader, runtime)
+    passes.evaluate(step_model, test_loader, runtime)
     warmup_seconds = time.perf_counter() - start
     probe = train_steps(2)
     steps = max(3, min(MAX_TIMED_STEPS, math.ceil(BENCHMARK_SECONDS * 2 / probe["epoch_seconds"])))
     train_rate = train_steps(steps)["train_images_per_s"]
     start, evaluated = time.perf_counter(), 0
     while evaluated == 0 or time.perf_counter() - start < BENCHMARK_SECONDS:
-        engine.evaluate(step_model, test_loader, runtime)
+        passes.evaluate(step_model, test_loader, runtime)
         evaluated += eval_images
     eval_rate = evaluated / (time.perf_counter() - start)
 
@@ -76,7 +75,7 @@ def benchmark(args: argparse.Namespace) -> dict:
     print(f"{args.model} on {result['device']}, {runtime.precision}, {runtime.describe_compile()}, "
           f"batch {args.batch_size}, recipe {args.recipe}")
     print(f"training:   {train_rate:,.0f} images/s ({steps} steps timed)")
-    print(f"evaluation: {eval_rate:,.0f} images/s (batches of {engine.eval_batch_size(runtime.device)})")
+    print(f"evaluation: {eval_rate:,.0f} images/s (batches of {passes.eval_batch_size(runtime.device)})")
     print(f"warm-up (compilation included): {warmup_seconds:.1f} s; peak memory: {result['peak_memory']}")
     print(f"projected: {epoch_seconds:.1f} s per epoch of CIFAR-10 (train + test), "
           f"{result['projected_run_seconds'] / 60:.1f} min for {args.epochs} epochs")

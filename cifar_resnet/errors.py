@@ -23,6 +23,4 @@ class Diverged(Exception):
 
 
 class ReportError(Exception):
-    """A results folder that report.py cannot draw or compare; the message says why. Defined here,
-    not in report.py: run as a script, report.py is the module __main__, and comparison.py's
-    ``import report`` would make a second ReportError class that main's ``except`` does not catch."""
+    """A results folder that report.py cannot draw or compare; the message says why."""

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from runtime import Runtime, cpu_has_fast_bf16, cpuinfo_field
+from cifar_resnet.hardware import Runtime, cpu_has_fast_bf16, cpuinfo_field
 
 PROJECT = Path(__file__).resolve().parent
 GIT_TIMEOUT_SECONDS = 10
@@ -111,49 +111,3 @@ def summary(parts: list[dict]) -> dict:
             "device_hours": sum(part["device_hours"] for part in parts),
             "peak_memory_gib": max((part["peak_memory_gib"] for part in parts), default=None),
             "parts": parts}
-
-
-def describe_data(data: Optional[dict]) -> str:
-    if data is None:
-        return "unknown"
-    return (f"{data['name']}, the official release (every file's MD5 matches torchvision's)" if data["official"]
-            else f"{data['name']} format, NOT the official release (checksums differ from torchvision's): "
-                 "not comparable with published numbers")
-
-
-def describe_code(code: dict) -> str:
-    changes = code.get("uncommitted_changes")
-    return code["commit"] + (" with uncommitted changes" if changes is True else
-                             "" if changes is False else " (uncommitted changes unknown)")
-
-
-def describe_device(device: dict) -> str:
-    name = device.get("name", device["type"])
-    processes = device["processes"]
-    return f"{name}{f' x {processes} processes' if processes > 1 else ''}"
-
-
-def summary_lines(record: Optional[dict], epochs_done: int) -> list[str]:
-    """The record of a run (``summary``) as lines of its text summary."""
-    parts = record["parts"] if record else []
-    if not parts:
-        return []
-    latest = parts[-1]
-    versions = latest["versions"]
-    officials = {part["data"]["official"] for part in parts}
-    lines = [
-        "data: " + (describe_data(latest["data"]) if len(officials) == 1 else
-                    "NOT the official release in every part of the run: not comparable with published numbers"),
-        "code: " + "; ".join(dict.fromkeys(describe_code(part["code"]) for part in parts)),
-        f"versions: python {versions['python']}, torch {versions['torch']}, torchvision {versions['torchvision']}, "
-        f"CUDA {versions['cuda'] or '-'}, cuDNN {versions['cudnn'] or '-'}",
-        f"compute: {record['device_hours']:.3f} device-hours, peak memory {record['peak_memory_gib']:.2f} GiB",
-    ]
-    if latest["data"].get("val_split_sha256"):
-        lines.append(f"validation split: sha256 {latest['data']['val_split_sha256']}")
-    if len(parts) > 1:
-        spans = [f"epochs {part['first_epoch']}-{following['first_epoch'] - 1}" for part, following in
-                 zip(parts, parts[1:])] + [f"epochs {latest['first_epoch']}-{epochs_done}"]
-        lines.append("parts: " + "; ".join(f"{span} on {describe_device(part['device'])}, {part.get('precision')}"
-                                            for span, part in zip(spans, parts)))
-    return lines

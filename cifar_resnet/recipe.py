@@ -16,7 +16,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from augment import Augmentation, Mixing
+from cifar_resnet.augment import Augmentation, Mixing
+from cifar_resnet.paper import RECIPE
 
 WARMUP_MODELS = ("ResNet110", "ResNet1202")  # the paper warms these up (Sec. 4.2)
 WARMUP_FACTOR = 0.1  # lr 0.01 for a base lr of 0.1
@@ -45,7 +46,7 @@ class Preset:
 
 
 PRESETS = {
-    "paper": Preset("He et al. 2016, Sec. 4.2", "ResNet-20 91.25% test (Table 6)"),
+    "paper": Preset("He et al. 2016, Sec. 4.2", "ResNet-20 91.25% test (Table 6)", dict(RECIPE)),
     "resnet18-course": Preset(
         "seed 002 (a course project)", "93.72% val. (ResNet-18; a claim)",
         dict(model="ResNet18", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="step",
@@ -208,41 +209,3 @@ def early_stop_reason(history: list[dict], patience: Optional[int]) -> Optional[
     best = len(losses) - waited
     return (f"the validation loss has not improved for {waited} epoch{'s' * (waited != 1)} (--early-stop {patience}); "
             f"its lowest was {losses[best - 1]:.4f} after epoch {best}")
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def check_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
-    """Raise ValueError unless ``saved`` (an optimizer state from a file) fits ``optimizer``.
-
-    ``load_state_dict`` checks only the number of parameters per group: a momentum buffer of
-    another shape loads without complaint, and the fused step then reads and writes past it.
-    """
-    groups = saved["param_groups"]
-    if not all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in groups):
-        raise ValueError("the optimizer's parameter groups are malformed")
-    if [len(group["params"]) for group in groups] != [len(group["params"]) for group in optimizer.param_groups]:
-        raise ValueError("the optimizer's parameter groups do not fit the model")
-    for group, current in zip(groups, optimizer.param_groups):
-        for name, value in current.items():
-            if name != "params" and (type(group.get(name)) is not type(value)
-                                     or (isinstance(value, float) and not math.isfinite(group[name]))):
-                raise ValueError(f"the optimizer's {name} is {group.get(name)!r}, not a finite {type(value).__name__}")
-    parameters = dict(zip((index for group in groups for index in group["params"]),
-                          (parameter for group in optimizer.param_groups for parameter in group["params"])))
-    for index, state in saved["state"].items():
-        if index not in parameters or not isinstance(state, dict) or not all(
-                fits_parameter(name, value, parameters[index]) for name, value in state.items()):
-            raise ValueError(f"the optimizer's state for parameter {index} does not fit it")
-
-
-def fits_parameter(name: str, value, parameter: torch.Tensor) -> bool:
-    """An optimizer's per-parameter state: a step counter (a float scalar tensor) or a buffer
-    (momentum, Adam's moments, Adagrad's sum) of the parameter's shape and dtype; None for SGD's
-    momentum before its first step."""
-    if name == "step":
-        return isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point()
-    return value is None or (isinstance(value, torch.Tensor) and value.shape == parameter.shape
-                             and value.dtype == parameter.dtype)

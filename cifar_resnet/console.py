@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import distributed
+from cifar_resnet import distributed
 
 ERROR_GRACE_SECONDS = 3  # how long a process other than rank 0 waits before exiting on an error
 

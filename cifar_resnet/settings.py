@@ -13,26 +13,33 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import data
-import distributed
-from errors import UsageError
-from recipe import DEFAULT_STEP_SIZE, OPTIMIZERS, PRESETS, SCHEDULES, warms_up
+from cifar_resnet import data, distributed
+from cifar_resnet.errors import UsageError
+from cifar_resnet.hardware import COMPILE_MIN_EPOCHS, COMPILE_MODES, Runtime
+from cifar_resnet.paper import RECIPE
+from cifar_resnet.recipe import DEFAULT_STEP_SIZE, OPTIMIZERS, PRESETS, SCHEDULES, warms_up
 from resnet import MODELS
-from runtime import COMPILE_MIN_EPOCHS, COMPILE_MODES, Runtime
 
 MAX_SEED = 2**64 - 1  # torch.manual_seed and Generator.manual_seed take 64-bit seeds
-# What changes the numbers a run computes; --resume takes these from the checkpoint. The rest
-# (device, compile, determinism, paths) may differ between the parts of a run.
-RESULT_SETTINGS = ("model", "shortcut", "stem", "dataset", "recipe", "epochs", "batch_size", "optimizer", "lr", "momentum",
-                   "weight_decay", "schedule", "milestones", "step_size", "gamma", "warmup", "warmup_epochs",
-                   "label_smoothing", "mixup", "cutmix", "color_jitter", "random_erasing", "normalize", "val_size",
-                   "early_stop", "seed", "precision", "sync_bn")
-# The settings the presets table shows, in this order.
-PRESET_TABLE_SETTINGS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                         "milestones", "step_size", "gamma", "warmup", "warmup_epochs", "label_smoothing", "mixup", "cutmix",
-                         "color_jitter", "random_erasing", "normalize", "val_size", "early_stop", "precision")
-# Flags that say what to do this time, not how the run computes: never recorded as its settings.
-COMMAND_FLAGS = ("resume", "overwrite", "evaluate", "benchmark", "given", "command")
+# Every setting of train.py, once, by what it is to a run (a test checks that the parser has
+# exactly these):
+#   result:  changes the numbers the run computes; recorded, and --resume takes it from the checkpoint
+#   host:    where and how fast it runs, and where its files go; recorded, and may differ between
+#            the parts of a run
+#   command: what to do this time; never recorded
+SETTINGS = {
+    "model": "result", "shortcut": "result", "stem": "result", "dataset": "result", "recipe": "result",
+    **{name: "result" for name in RECIPE if name not in ("model", "precision")},
+    "seed": "result", "precision": "result", "sync_bn": "result",
+    "device": "host", "compile": "host", "compile_mode": "host", "deterministic": "host", "data_dir": "host",
+    "results_dir": "host", "tensorboard": "host",
+    "resume": "command", "overwrite": "command", "evaluate": "command", "benchmark": "command",
+}
+RESULT_SETTINGS = tuple(name for name, kind in SETTINGS.items() if kind == "result")
+HOST_SETTINGS = tuple(name for name, kind in SETTINGS.items() if kind == "host")
+# Never recorded: the command's flags, and what parse_args adds (the flags given, the command line).
+COMMAND_FLAGS = (*(name for name, kind in SETTINGS.items() if kind == "command"), "given", "command")
+PRESET_TABLE_SETTINGS = tuple(RECIPE)  # the rows of --help's table: what a preset may set
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -51,12 +58,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """The command line, checked. A --recipe preset sets defaults only: every flag given wins."""
     parser = build_parser()
     preset = PRESETS[parser.parse_args(argv).recipe]
-    parser.set_defaults(**preset.defaults)
+    # Not the model: without --model, --evaluate takes the checkpoint's (check_args fills it in).
+    parser.set_defaults(**{name: value for name, value in preset.defaults.items() if name != "model"})
     args = parser.parse_args(argv)
     args.given = given_settings(argv)
     if preset.warmup_share and "warmup_epochs" not in args.given:
         args.warmup_epochs = round(preset.warmup_share * args.epochs, 6)
-    check_args(args)
+    check_args(args, preset.defaults.get("model", RECIPE["model"]))
     args.command = " ".join([distributed.launcher(), shlex.join(["train.py", *(sys.argv[1:] if argv is None else argv)])])
     return args
 
@@ -87,42 +95,42 @@ def build_parser() -> OneLineParser:
     recipe = parser.add_argument_group("recipe (defaults: the paper's SGD and step schedule)")
     recipe.add_argument("--recipe", choices=tuple(PRESETS), default="paper",
                         help="a preset of the flags below (the table at the end) (default: %(default)s)")
-    recipe.add_argument("--epochs", type=int, default=164, help="epochs (164 x 390 steps = the paper's 64k iterations) (default: %(default)s)")
-    recipe.add_argument("--batch-size", type=int, default=128, help="training batch size (default: %(default)s)")
-    recipe.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+    recipe.add_argument("--epochs", type=int, help="epochs (164 x 390 steps = the paper's 64k iterations) (default: %(default)s)")
+    recipe.add_argument("--batch-size", type=int, help="training batch size (default: %(default)s)")
+    recipe.add_argument("--optimizer", choices=OPTIMIZERS,
                         help="sgd (with momentum), nesterov (SGD with Nesterov momentum), adamw, adagrad (default: %(default)s)")
-    recipe.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: %(default)s)")
-    recipe.add_argument("--momentum", type=float, default=0.9, help="momentum of sgd and nesterov (default: %(default)s)")
-    recipe.add_argument("--weight-decay", type=float, default=1e-4,
+    recipe.add_argument("--lr", type=float, help="initial learning rate (default: %(default)s)")
+    recipe.add_argument("--momentum", type=float, help="momentum of sgd and nesterov (default: %(default)s)")
+    recipe.add_argument("--weight-decay", type=float,
                         help="L2 weight decay (decoupled for adamw) (default: %(default)s)")
-    recipe.add_argument("--schedule", choices=SCHEDULES, default="multistep",
+    recipe.add_argument("--schedule", choices=SCHEDULES,
                         help="multistep: x --gamma at --milestones; step: x --gamma every --step-size epochs; "
                              "cosine: down to 0 at the last step; all per step (default: %(default)s)")
-    recipe.add_argument("--milestones", type=float, nargs="+", default=None,
+    recipe.add_argument("--milestones", type=float, nargs="+",
                         help="epochs at which multistep multiplies the lr by --gamma; default: 50%% and 75%% of --epochs")
-    recipe.add_argument("--step-size", type=int, default=None,
+    recipe.add_argument("--step-size", type=int,
                         help=f"epochs between the drops of --schedule step; default: {DEFAULT_STEP_SIZE}")
-    recipe.add_argument("--gamma", type=float, default=0.1, help="lr factor at each drop (default: %(default)s)")
-    recipe.add_argument("--warmup", choices=("auto", "on", "off"), default="auto",
+    recipe.add_argument("--gamma", type=float, help="lr factor at each drop (default: %(default)s)")
+    recipe.add_argument("--warmup", choices=("auto", "on", "off"),
                         help="the paper's warm-up: lr/10 until the training error is below 80%%; auto: on for "
                              "ResNet110 and ResNet1202 without --warmup-epochs (default: %(default)s)")
-    recipe.add_argument("--warmup-epochs", type=float, default=0,
+    recipe.add_argument("--warmup-epochs", type=float,
                         help="a linear warm-up to --lr over this many epochs; 0: none (default: %(default)s)")
-    recipe.add_argument("--early-stop", type=int, default=None, metavar="PATIENCE",
+    recipe.add_argument("--early-stop", type=int, metavar="PATIENCE",
                         help="stop after PATIENCE epochs without a lower validation loss (needs --val-size); "
                              "default: off")
 
     regularisation = parser.add_argument_group("regularisation and augmentation (all off by default)")
-    regularisation.add_argument("--label-smoothing", type=float, default=0.0,
+    regularisation.add_argument("--label-smoothing", type=float,
                                 help="label smoothing of the training loss (default: %(default)s)")
-    regularisation.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+    regularisation.add_argument("--mixup", type=float, metavar="ALPHA",
                                 help="MixUp with lambda ~ Beta(ALPHA, ALPHA), one per batch (default: %(default)s)")
-    regularisation.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+    regularisation.add_argument("--cutmix", type=float, metavar="ALPHA",
                                 help="CutMix with lambda ~ Beta(ALPHA, ALPHA); with --mixup too, one of the two per "
                                      "batch at even odds (default: %(default)s)")
-    regularisation.add_argument("--color-jitter", type=float, default=0.0, metavar="STRENGTH",
+    regularisation.add_argument("--color-jitter", type=float, metavar="STRENGTH",
                                 help="brightness, contrast and saturation factors in [1-S, 1+S] per image (default: %(default)s)")
-    regularisation.add_argument("--random-erasing", type=float, default=0.0, metavar="P",
+    regularisation.add_argument("--random-erasing", type=float, metavar="P",
                                 help="erase a random box of each image with probability P (default: %(default)s)")
 
     dataset = parser.add_argument_group("data")
@@ -131,9 +139,9 @@ def build_parser() -> OneLineParser:
                               "RESULTS_DIR/cifar100/<model>/ (default: %(default)s)")
     dataset.add_argument("--data-dir", type=Path, default=Path("data"),
                          help=f"folder holding {data.CIFAR10.folder}/ or {data.CIFAR100.folder}/ (default: %(default)s)")
-    dataset.add_argument("--normalize", choices=("pixel", "channel"), default="pixel",
+    dataset.add_argument("--normalize", choices=("pixel", "channel"),
                          help="pixel: subtract the per-pixel mean image (paper); channel: per-channel mean/std (default: %(default)s)")
-    dataset.add_argument("--val-size", type=count_or_fraction, default=0,
+    dataset.add_argument("--val-size", type=count_or_fraction,
                          help="training images held out for validation, as a count (the paper used 5000) or a "
                               "fraction (0.2); 0: none (default: %(default)s)")
     dataset.add_argument("--seed", type=int, default=0,
@@ -142,7 +150,7 @@ def build_parser() -> OneLineParser:
     control = parser.add_argument_group("run control")
     control.add_argument("--device", default="auto",
                          help="auto (the accelerator PyTorch sees: cuda, mps, ...; else cpu), cpu, cuda, cuda:N, mps (default: %(default)s)")
-    control.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+    control.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                          help="auto: bf16 autocast where the device has fast bf16, else fp32 (default: %(default)s)")
     control.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                          help=f"torch.compile the model; auto: on for runs of {COMPILE_MIN_EPOCHS}+ epochs on CUDA, "
@@ -168,6 +176,8 @@ def build_parser() -> OneLineParser:
     output.add_argument("--results-dir", type=Path, default=Path("results"), help="results go to RESULTS_DIR/<model>/ (default: %(default)s)")
     output.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard event files to RESULTS_DIR/<model>/tensorboard/")
+    # The paper's recipe is every recipe flag's default; the model's is filled in by check_args.
+    parser.set_defaults(**{name: value for name, value in RECIPE.items() if name != "model"})
     return parser
 
 
@@ -178,7 +188,7 @@ def given_settings(argv: Optional[list[str]]) -> list[str]:
     return sorted(name for name in vars(build_parser().parse_args([])) if "--" + name.replace("_", "-") in flags)
 
 
-def check_args(args: argparse.Namespace) -> None:
+def check_args(args: argparse.Namespace, preset_model: str) -> None:
     """Refuse what cannot run, in one line; fill in the defaults that depend on other settings."""
     if args.model is not None and args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; choose from: {', '.join(MODELS)}")
@@ -191,7 +201,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--{'evaluate' if args.evaluate else 'benchmark'} runs in one process: start it with "
                          "python, not torchrun")
     if args.model is None and not args.evaluate:
-        args.model = "ResNet20"
+        args.model = preset_model
     check_ranges(args)
     check_optimizer(args)
     check_schedule(args)

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from errors import UsageError
+from cifar_resnet.errors import UsageError
 
 # A process that waits longer than this for the others gives up with an error rather than hang
 # (torchrun normally takes the others down first, as soon as one process dies).
