@@ -47,6 +47,10 @@ class RunFileError(Exception):
     """A run's file exists but cannot be used; the message names it and says why."""
 
 
+# --------------------------------------------------------------------------------------------
+# Atomic writes: a file is the old one or the new one, never half of one
+
+
 def _current_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
@@ -93,6 +97,10 @@ def link_atomically(source: Path, path: Path) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The folder
 
 
 class RunFolder:
@@ -223,6 +231,10 @@ class RunFolder:
         write_text(self.txt, summary_text(result))
 
 
+# --------------------------------------------------------------------------------------------
+# What the fields of a run's files must be (checkpoints.py uses these too)
+
+
 def is_number(value) -> bool:
     """An int or float, and not a bool (which Python counts as an int)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -290,11 +302,12 @@ def _is_schedule(value) -> bool:
 
 
 def _is_record(value) -> bool:
-    """The summary's provenance (provenance.summary): its parts, whether all read the official data, its compute."""
+    """The summary's provenance (provenance.summary) as far as readers use it: whether every part
+    read the official data, and its compute. Its parts are for people (older runs' have fewer fields)."""
     return (isinstance(value, dict) and isinstance(value.get("official_data"), bool)
             and is_number(value.get("device_hours"))
             and (value.get("peak_memory_gib") is None or is_number(value["peak_memory_gib"]))
-            and isinstance(value.get("parts", []), list) and all(map(is_part, value.get("parts", []))))
+            and isinstance(value.get("parts", []), list))
 
 
 def _is_run_settings(value) -> bool:
@@ -354,6 +367,10 @@ def summary_problem(result, every_field_listed: bool = False) -> Optional[str]:
     if result["status"] in COMPLETE and missing:
         return f"a complete run's summary without {missing[0]!r}"
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# The CSV's rows and the summary as text
 
 
 def csv_row(metrics: dict) -> dict:

@@ -10,6 +10,7 @@ from cifar_fixture import PINNED_HOST
 from cifar_resnet import benchmark, hardware, passes, recipe
 
 
+@pytest.mark.slow
 def test_benchmark_prints_rates_memory_and_projection_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(benchmark, "BENCHMARK_SECONDS", 0.2)
     results = tmp_path / "results"

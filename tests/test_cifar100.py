@@ -59,6 +59,7 @@ def test_without_internet_the_message_names_the_cifar100_archive(tmp_path, monke
     assert data.CIFAR100.md5 == "eb9058c3a382ffc7106e4002c42a8d85"
 
 
+@pytest.mark.slow
 def test_a_cifar100_run_has_100_classes_its_own_mean_and_its_own_folder(cifar100_run, cifar100_dir, data_dir):
     folder = cifar100_run / "cifar100" / "ResNet20"
     result = json.loads((folder / "ResNet20_results.json").read_text())
@@ -126,6 +127,7 @@ def test_the_report_compares_cifar100_runs_with_the_published_cifar100_errors(tm
     assert read_summary(tmp_path / "summary.csv")["ResNet20"]["paper_error"] == "8.75"
 
 
+@pytest.mark.slow
 def test_run_sh_sweeps_cifar100_into_its_own_folders_and_reports_it(cifar100_dir, tmp_path, monkeypatch, capsys):
     finished = run_sweep(cifar100_dir, tmp_path, "ResNet20", "0", DATASET="cifar100")
     assert finished.returncode == 0, finished.stderr

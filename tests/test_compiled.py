@@ -11,6 +11,8 @@ from torch._dynamo.utils import counters
 import train
 from cifar_fixture import run_args
 
+pytestmark = pytest.mark.slow  # every test here starts processes or compiles
+
 EPOCHS = 3
 PINNED = ("--device", "cpu", "--precision", "fp32", "--deterministic", "--compile", "on")
 

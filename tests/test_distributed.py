@@ -15,6 +15,8 @@ from cifar_resnet import data
 from helpers import assert_same_run, read_rows, wait_for_epoch_line
 from resnet import build_model, layer_response_std
 
+pytestmark = pytest.mark.slow  # every test here starts processes or compiles
+
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

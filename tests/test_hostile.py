@@ -138,6 +138,7 @@ def test_evaluate_where_plots_is_a_file_is_one_line(two_epoch_run, data_dir, tmp
     assert_one_line(capsys, "cannot write the confusion matrix to")
 
 
+@pytest.mark.slow
 def test_a_closed_standard_output_is_one_line(data_dir, tmp_path):
     command = (f"{sys.executable} train.py {' '.join(run_args(data_dir, tmp_path, '--epochs', '2'))} | head -c 1;"
                " echo \" ${PIPESTATUS[0]}\"")
@@ -200,6 +201,7 @@ def wait_for_line(stream, start):
     raise AssertionError(f"no line starting {start!r}")
 
 
+@pytest.mark.slow
 def test_a_second_sigterm_stops_at_once_with_the_sigterm_status(data_dir, tmp_path):
     process = start_training(data_dir, tmp_path)
     wait_for_line(process.stdout, "epoch 1/")
@@ -210,6 +212,7 @@ def test_a_second_sigterm_stops_at_once_with_the_sigterm_status(data_dir, tmp_pa
     assert "stopped by SIGTERM" in error and "Traceback" not in error
 
 
+@pytest.mark.slow
 def test_sigterm_after_resuming_into_a_new_folder_is_clean(data_dir, tmp_path):
     first = start_training(data_dir, tmp_path / "first")
     wait_for_line(first.stdout, "epoch 2/")
@@ -225,6 +228,7 @@ def test_sigterm_after_resuming_into_a_new_folder_is_clean(data_dir, tmp_path):
     assert (tmp_path / "new" / "ResNet20" / "plots" / "loss_acc_curves.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gpus", ["", "0,1"])
 def test_a_signal_to_run_sh_stops_its_runs_cleanly_and_nothing_else(data_dir, tmp_path, gpus):
     environment = {**os.environ, **ONE_THREAD_PER_JOB, "MODELS": "ResNet20 Plain20", "SEEDS": "0", "EPOCHS": "20",

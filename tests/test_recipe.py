@@ -168,6 +168,7 @@ def csv_metrics(folder):
     return rows["settings"], [[line.split(",")[index] for index in keep] for line in lines]
 
 
+@pytest.mark.slow
 def test_recipe_paper_computes_exactly_what_no_recipe_does(data_dir, tmp_path):
     common = ("--epochs", "1", "--deterministic", "--compile", "off")
     assert train.main(run_args(data_dir, tmp_path / "plain", *common)) == 0
@@ -217,6 +218,7 @@ def scripted_validation(monkeypatch, first_epoch=1, interrupt_at=None):
 EARLY_STOP_RUN = ("--epochs", "10", "--val-size", str(VAL_IMAGES), "--early-stop", "3", "--compile", "off")
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_after_exactly_patience_epochs_without_improvement(data_dir, tmp_path, monkeypatch,
                                                                                  capsys):
     scripted_validation(monkeypatch)
@@ -237,6 +239,7 @@ def test_early_stopping_stops_after_exactly_patience_epochs_without_improvement(
     assert "this run stopped early" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_interrupted_modern_run_resumes_into_the_uninterrupted_one(data_dir, tmp_path, monkeypatch):
     """Mixing, jitter, erasing, Nesterov and the cosine schedule all resume where they stopped,
     and early stopping counts the epochs before the interruption."""

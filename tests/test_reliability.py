@@ -81,6 +81,7 @@ def temporary_files(folder):
     return sorted(path.name for path in folder.rglob("*" + runfolder.TEMPORARY_SUFFIX))
 
 
+@pytest.mark.slow
 def test_sigkill_at_exact_points_of_the_writes_leaves_true_files_and_resume_repeats_the_run(
         data_dir, tmp_path, reference_run):
     folder = tmp_path / "ResNet20"
@@ -118,6 +119,7 @@ def test_sigkill_at_exact_points_of_the_writes_leaves_true_files_and_resume_repe
     assert json.loads((folder / "ResNet20_results.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_a_kill_between_last_and_a_stale_best_is_repaired_by_the_resume(data_dir, tmp_path, monkeypatch):
     """Killed inside the second move of best.pth: last.pth holds a new best epoch, best.pth an older one."""
     crash(data_dir, tmp_path, "_best.pth", 2, "during")
@@ -130,6 +132,7 @@ def test_a_kill_between_last_and_a_stale_best_is_repaired_by_the_resume(data_dir
     assert temporary_files(folder) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_saves_redraws_and_says_how_to_resume(data_dir, tmp_path, reference_run, signal_number):
     process = start_training(data_dir, tmp_path)
@@ -151,6 +154,7 @@ def test_a_stop_signal_saves_redraws_and_says_how_to_resume(data_dir, tmp_path, 
         assert_same_run(folder, reference_run)
 
 
+@pytest.mark.slow
 def test_an_overwrite_stopped_in_its_first_epoch_leaves_nothing_of_the_run_it_replaced(
         data_dir, reference_run, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "ResNet20"
@@ -169,6 +173,7 @@ def test_an_overwrite_stopped_in_its_first_epoch_leaves_nothing_of_the_run_it_re
     assert "no checkpoint at" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_run_keeps_the_last_good_checkpoint_and_says_so(data_dir, tmp_path, monkeypatch, capsys):
     original = passes.train_one_epoch
     calls = []
@@ -189,6 +194,7 @@ def test_a_nan_loss_stops_the_run_keeps_the_last_good_checkpoint_and_says_so(dat
     assert "DIVERGED" in (folder / "ResNet20_results.txt").read_text()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu(data_dir, tmp_path, monkeypatch, capsys):
     """Seen with a run from an H200: a CUDA generator's state (16 bytes: seed and offset) does not
     fit the CPU's generator, and --resume on the CPU refused the checkpoint."""
@@ -237,6 +243,7 @@ def write_malicious_checkpoint(path):
     torch.save({"model": RunsCode(), "args": {"model": "ResNet20"}, "epoch": 1}, path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra,make,message",
     [

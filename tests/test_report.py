@@ -86,6 +86,7 @@ def test_evaluation_reproduces_the_final_test_accuracy(two_epoch_run, data_dir, 
     (two_epoch_run / "plots" / "ResNet20_last_confusion_matrix.png").unlink()  # leave the shared run as it was
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,options", [
     ("ResNet20", ["--shortcut", "B"]),  # projection shortcuts: weights option A does not have
     ("ResNet18", ["--stem", "imagenet"]),  # the 7x7 stem and max-pool
@@ -175,6 +176,7 @@ def test_a_run_s_figures_use_its_schedule(two_epoch_run):
     assert steps_per_epoch == 10 and schedule["step_count"] == 20 and schedule["milestone_steps"] == [10, 15]
 
 
+@pytest.mark.slow
 def test_report_py_as_a_script_says_in_one_line_that_nothing_finished(tmp_path):
     """Run as a script, report.py is __main__: an error raised in sweep_report.py must still be its
     one-line error (it was a traceback while ReportError lived in report.py, a second class)."""

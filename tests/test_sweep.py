@@ -32,6 +32,7 @@ def sweep(data_dir, tmp_path_factory):
     return results, finished
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_writes_every_run_and_report_file(sweep):
     results, finished = sweep
     for name in SWEEP_FILES:
@@ -49,6 +50,7 @@ def test_a_tiny_sweep_writes_every_run_and_report_file(sweep):
     assert f"torch=={torch.__version__.split('+')[0]}" in freeze.read_text()  # pip drops the local +cu130
 
 
+@pytest.mark.slow
 def test_summary_numbers_are_those_of_the_runs(sweep, data_dir):
     results, _ = sweep
     summary = read_summary(results / "summary.csv")
@@ -73,6 +75,7 @@ def test_summary_numbers_are_those_of_the_runs(sweep, data_dir):
     assert summary["Plain20"]["paper_error"] == ""
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(sweep, data_dir):
     results, _ = sweep
     finished_json = results / "seed0" / "Plain20" / "Plain20_results.json"
@@ -87,6 +90,7 @@ def test_a_rerun_skips_finished_runs_and_resumes_unfinished_ones(sweep, data_dir
     assert interrupted.is_file()
 
 
+@pytest.mark.slow
 def test_a_finished_run_of_other_settings_stops_the_sweep_instead_of_joining_it(sweep, data_dir, monkeypatch, capsys):
     """The command run.sh would run for it fails (run.sh stops at a failing run: the next test)."""
     results, _ = sweep
@@ -97,6 +101,7 @@ def test_a_finished_run_of_other_settings_stops_the_sweep_instead_of_joining_it(
     assert json.loads((results / "seed0" / "ResNet20" / "ResNet20_results.json").read_text())["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_a_diverged_run_is_recorded_and_the_sweep_goes_on_to_the_first_failing_run(data_dir, tmp_path):
     """A divergence is a result, not a failure: run.sh records it, goes on, skips it when run
     again, and the report lists it. Any other failure stops the sweep."""
@@ -204,6 +209,7 @@ def test_other_papers_numbers_are_named_with_their_source(tmp_path):
     assert "Seed 003 claims about 95% accuracy" in text and "(claims only)" in text
 
 
+@pytest.mark.slow
 def test_run_sh_runs_exactly_the_commands_sweep_py_builds(sweep, data_dir, monkeypatch):
     results, _ = sweep
     sweep_environment(monkeypatch, data_dir, results)
@@ -216,6 +222,7 @@ def test_run_sh_runs_exactly_the_commands_sweep_py_builds(sweep, data_dir, monke
             assert recorded.replace(" --resume", "") == "python " + " ".join(part for part in built if part != "--resume")
 
 
+@pytest.mark.slow
 def test_the_slurm_dry_run_gives_each_model_an_array_and_each_task_run_sh_s_command(sweep, data_dir, monkeypatch,
                                                                                       capsys):
     results, _ = sweep

@@ -22,6 +22,7 @@ def csv_rows(folder):
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_every_epoch_s_metrics_the_step_losses_and_the_hparams(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(passes, "LOSS_LOG_EVERY", 4)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--val-size", "64", "--tensorboard")) == 0
@@ -41,6 +42,7 @@ def test_tensorboard_holds_every_epoch_s_metrics_the_step_losses_and_the_hparams
     assert "_hparams_/session_start_info" in hparams.PluginTagToContent("hparams")
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_curves_without_duplicates(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(passes, "LOSS_LOG_EVERY", 5)
     original = passes.train_one_epoch

@@ -47,6 +47,7 @@ def test_checkpoints_load_with_weights_only_and_hold_the_full_state(two_epoch_ru
     model.load_state_dict(last["model"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16 autocast runs on any CPU, fast bf16 or not
 def test_training_loss_falls_on_learnable_data(data_dir, tmp_path, precision):
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "4", "--milestones", "3", "--precision", precision)) == 0
@@ -55,6 +56,7 @@ def test_training_loss_falls_on_learnable_data(data_dir, tmp_path, precision):
     assert read_json(tmp_path / "ResNet20")["precision"] == precision
 
 
+@pytest.mark.slow
 def test_validation_picks_the_best_checkpoint_and_the_result_stays_the_final_model_s(data_dir, tmp_path, monkeypatch):
     evaluate, val_accuracies = passes.evaluate, iter([90.0, 50.0, 40.0])  # the best on validation: epoch 1
 
@@ -79,6 +81,7 @@ def test_validation_picks_the_best_checkpoint_and_the_result_stays_the_final_mod
     assert 100 * (saved["predictions"] == saved["labels"]).double().mean().item() == pytest.approx(result["final_test_acc"])
 
 
+@pytest.mark.slow
 def test_resume_continues_where_the_run_stopped(data_dir, tmp_path, monkeypatch, two_epoch_run):
     original = passes.train_one_epoch
     calls = []
@@ -118,6 +121,7 @@ def test_milestones_default_to_half_and_three_quarters_of_the_epochs():
     assert train.parse_args(["--epochs", "10", "--milestones", "4", "8"]).milestones == [4, 8]
 
 
+@pytest.mark.slow
 def test_warmup_in_a_real_run_ends_and_the_learning_rate_returns(data_dir, tmp_path):
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "3", "--milestones", "2.9", "--warmup", "on")) == 0
     rates = [float(row["lr"]) for row in read_csv(tmp_path / "ResNet20" / "ResNet20_results.csv")]
@@ -196,6 +200,7 @@ def read_json(folder):
     return json.loads((folder / "ResNet20_results.json").read_text())
 
 
+@pytest.mark.slow
 def test_resume_without_flags_continues_the_run_as_it_was_started(data_dir, tmp_path, monkeypatch):
     from cifar_resnet.errors import RunInterrupted
 
@@ -259,6 +264,7 @@ def test_data_dir_may_name_the_batches_folder_itself(data_dir, tmp_path):
     assert train.main(run_args(data_dir / CIFAR10.folder, tmp_path, "--epochs", "1")) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["PreActResNet164", "ResNeXt29_32x4d"])
 def test_a_preact_and_a_resnext_net_train_through_train_py(data_dir, tmp_path, model):
     argv = ["--model", model, "--batch-size", "64", "--epochs", "1", "--data-dir", str(data_dir),
