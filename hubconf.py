@@ -7,13 +7,16 @@ that train.py wrote.
                            weights="results/ResNet56/ResNet56_last.pth")          # or an https:// URL
 
 A checkpoint is read with ``weights_only=True`` and checked before use; one that holds another
-model, or was trained for another number of classes than ``num_classes`` asks for, is refused
-with a ValueError. With weights, the model is built as the checkpoint's run built it (shortcut,
-stem, classes) and returned in eval mode.
+model, was trained for another number of classes than ``num_classes`` asks for or with other
+options (``shortcut=``, ``stem=``), or whose SHA-256 is not ``sha256=``, is refused with a
+ValueError, as are weights that cannot be read or downloaded. With weights, the model is built
+as the checkpoint's run built it (shortcut, stem, classes) and returned in eval mode. A URL is
+downloaded once into torch.hub's cache, under a name made from the whole URL.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Callable, Optional
@@ -29,39 +32,68 @@ from resnet import MODELS, build_model
 dependencies = ["torch", "numpy"]
 
 
-def checkpoint_file(weights: str) -> Path:
-    """A local path as it is; an http(s) URL downloaded once into torch.hub's cache."""
-    if urlparse(str(weights)).scheme not in ("http", "https"):
-        return Path(weights)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights).path)
+def checkpoint_file(weights, sha256: Optional[str]) -> Path:
+    """A local path as it is, an http(s) URL downloaded once into torch.hub's cache; with
+    ``sha256``, the file's SHA-256 must be that."""
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"weights must be a checkpoint's path or an http(s) URL, got {weights!r}")
+    is_url = urlparse(str(weights)).scheme in ("http", "https")
+    path = downloaded(str(weights)) if is_url else Path(weights)
+    if sha256 is not None and path.is_file() and file_sha256(path) != sha256.lower():
+        raise ValueError(f"{weights} has the SHA-256 {file_sha256(path)}, not the {sha256} asked for")
+    return path
+
+
+def downloaded(url: str) -> Path:
+    """The file at ``url``, in torch.hub's cache under a name made from the whole URL, so that two
+    URLs whose files share a name never share a cached file."""
+    name = os.path.basename(urlparse(url).path) or "checkpoint.pth"
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
     if not cached.is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(weights, str(cached))
+        try:
+            torch.hub.download_url_to_file(url, str(cached))  # into a temporary file, then renamed
+        except Exception as error:  # no network, a 404, a full disk: one sentence, as for any bad weights
+            raise ValueError(f"could not download {url} ({type(error).__name__}: {error})") from None
     return cached
 
 
-def load_model(name: str, weights: Optional[str], num_classes: Optional[int], options: dict) -> nn.Module:
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model(name: str, weights, num_classes: Optional[int], sha256: Optional[str], options: dict) -> nn.Module:
     if weights is None:
         return build_model(name, **options, **({} if num_classes is None else {"num_classes": num_classes}))
+    path = checkpoint_file(weights, sha256)
     try:
-        path = checkpoint_file(weights)
-        model = rebuild_model(load_checkpoint(path, name, to_resume=False), path)
+        checkpoint = load_checkpoint(path, name, to_resume=False)
+        model = rebuild_model(checkpoint, path)
     except UsageError as error:
         raise ValueError(str(error)) from None
     trained_for = model.fc.out_features
     if num_classes is not None and num_classes != trained_for:
         raise ValueError(f"{weights} holds a {name} for {trained_for} classes, not {num_classes}")
+    for option, value in options.items():  # the checkpoint's run chose them: another value would not fit its weights
+        if checkpoint["args"].get(option) != value:
+            raise ValueError(f"{weights} holds a {name} with {option}={checkpoint['args'].get(option)!r}, not {value!r}")
     return model.eval()
 
 
 def entry_point(name: str) -> Callable[..., nn.Module]:
-    def load(weights: Optional[str] = None, num_classes: Optional[int] = None, **options) -> nn.Module:
-        return load_model(name, weights, num_classes, options)
+    def load(weights: Optional[str] = None, num_classes: Optional[int] = None, sha256: Optional[str] = None,
+             **options) -> nn.Module:
+        return load_model(name, weights, num_classes, sha256, options)
 
     load.__name__ = load.__qualname__ = name
     load.__doc__ = (f"{name} (resnet.py), untrained, or with ``weights``: the path or URL of a {name} checkpoint "
-                    "written by train.py. ``num_classes`` (10 or 100; default: 10, or the checkpoint's) and "
-                    "the builder's options (shortcut, stem) as in resnet.py.")
+                    "written by train.py, whose SHA-256 must be ``sha256`` where given. ``num_classes`` (10 or "
+                    "100; default: 10, or the checkpoint's) and the builder's options (shortcut, stem) as in "
+                    "resnet.py; with weights, they must be the checkpoint's. Any problem raises ValueError.")
     return load
 
 

@@ -32,11 +32,12 @@ cd "$(dirname "$0")"
 # The defaults live in sweep.py, which also builds each run's command, so run.sh and slurm.sh
 # cannot drift apart: every variable it lists and the environment leaves unset takes its default.
 PYTHON=${PYTHON:-python}
+# sweep.py checks the variables first (say, MODELS=/a/path): nothing is made before that.
+defaults=$("$PYTHON" sweep.py defaults) || exit 2
 while IFS='=' read -r name value; do
     [[ -n ${!name:-} ]] || printf -v "$name" '%s' "$value"
     export "${name?}"
-done < <("$PYTHON" sweep.py defaults)
-: "${MODELS:?could not read the defaults of the sweep from $PYTHON sweep.py defaults}"
+done <<< "$defaults"
 GPUS=${GPUS:-}
 
 # Ctrl-C or SIGTERM stops the sweep cleanly: every running train.py gets SIGTERM, keeps its last

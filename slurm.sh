@@ -14,11 +14,11 @@ cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")}"
 
 model=$1
 PYTHON=${PYTHON:-python}
+defaults=$("$PYTHON" sweep.py defaults) || exit 2  # it checks the variables, and says why in one line
 while IFS='=' read -r name value; do  # sweep.py's defaults for what the environment leaves unset
     [[ -n ${!name:-} ]] || printf -v "$name" '%s' "$value"
     export "${name?}"
-done < <("$PYTHON" sweep.py defaults)
-: "${MODELS:?could not read the defaults of the sweep from $PYTHON sweep.py defaults}"
+done <<< "$defaults"
 read -r -a seeds <<< "$SEEDS"
 seed=${seeds[${SLURM_ARRAY_TASK_ID:-0}]}
 

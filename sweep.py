@@ -14,6 +14,7 @@ read from the environment, with the defaults below.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from cifar_resnet.errors import UsageError
 from cifar_resnet.paper import SWEEP_MODELS
 from cifar_resnet.runfolder import RunFolder, write_text
 
@@ -34,6 +36,8 @@ SLURM_TIME = {"ResNet1202": "36:00:00", "ResNet110": "4:00:00", "Plain110": "4:0
 SLURM_MEMORY = {"ResNet1202": "64G"}
 SLURM_DEFAULT_TIME, SLURM_DEFAULT_MEMORY = "2:00:00", "32G"
 SLURM_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=4", "--requeue", "--signal=B:TERM@120")  # a preempted task resumes
+SWEEP_FLAGS = ("--model", "--seed", "--epochs", "--dataset", "--data-dir", "--results-dir")  # set per run by the sweep
+MODEL_NAME, WHOLE_NUMBER = r"[A-Za-z][A-Za-z0-9_]*", r"[0-9]+"
 USAGE = "usage: python sweep.py defaults | run MODEL SEED | slurm [--submit] | environment"
 # What the sweep's environment snapshot holds: PyTorch's own report of the machine and libraries, and every package.
 ENVIRONMENT_COMMANDS = {"collect_env": [sys.executable, "-m", "torch.utils.collect_env"],
@@ -43,6 +47,34 @@ ENVIRONMENT_TIMEOUT_SECONDS = 120
 
 def setting(name: str) -> str:
     return os.environ.get(name) or DEFAULTS[name]
+
+
+def check_variables() -> None:
+    """Refuse, before anything is made, a variable that is set but empty (it would silently mean
+    the default), and models or seeds that are not names or numbers (a path would put a run's
+    folder and log outside RESULTS_DIR)."""
+    for name, default in DEFAULTS.items():
+        if name != "TRAIN_FLAGS" and name in os.environ and not os.environ[name].strip():
+            raise UsageError(f"{name} is set but empty: unset it for the default ({default!r}), or give a value")
+    for name, pattern, what in (("MODELS", MODEL_NAME, "a model's name (ResNet56, say)"),
+                                ("SEEDS", WHOLE_NUMBER, "a whole number"), ("EPOCHS", WHOLE_NUMBER, "a whole number")):
+        for word in setting(name).split():
+            if not re.fullmatch(pattern, word):
+                raise UsageError(f"{name} holds {word!r}, which is not {what}")
+
+
+def train_flags() -> list[str]:
+    """TRAIN_FLAGS, split as the shell splits words. The flags the sweep sets for each run are
+    refused: ``--seed 7`` there would turn every seed's run into one run, counted once per seed."""
+    try:
+        flags = shlex.split(setting("TRAIN_FLAGS"))
+    except ValueError as error:  # an unbalanced quote
+        raise UsageError(f"TRAIN_FLAGS cannot be split into words ({error}): {setting('TRAIN_FLAGS')}") from None
+    owned = [flag.split("=", 1)[0] for flag in flags if flag.split("=", 1)[0] in SWEEP_FLAGS]
+    if owned:
+        raise UsageError(f"TRAIN_FLAGS may not hold {owned[0]}: the sweep sets it for each run "
+                         "(set MODELS, SEEDS, EPOCHS, DATASET, DATA_DIR or RESULTS_DIR instead)")
+    return flags
 
 
 def run_folder(model: str, seed: str) -> RunFolder:
@@ -57,7 +89,7 @@ def train_arguments(model: str, seed: str) -> list[str]:
                str(Path(setting("RESULTS_DIR")) / f"seed{seed}")]
     if run_folder(model, seed).state() != "new":
         command.append("--resume")
-    return command + shlex.split(setting("TRAIN_FLAGS"))
+    return command + train_flags()
 
 
 def slurm_jobs() -> list[list[str]]:
@@ -115,10 +147,19 @@ def command_output(command: list[str]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Exit status 0, or 2 with one line on stderr for a bad question or a bad variable."""
+    try:
+        return answer(sys.argv[1:] if argv is None else argv)
+    except UsageError as error:
+        print(f"sweep.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+def answer(argv: list[str]) -> int:
+    check_variables()
     if argv == ["defaults"]:
         print("\n".join(f"{name}={value}" for name, value in DEFAULTS.items()))
-    elif len(argv) == 3 and argv[0] == "run":
+    elif len(argv) == 3 and argv[0] == "run" and re.fullmatch(MODEL_NAME, argv[1]) and re.fullmatch(WHOLE_NUMBER, argv[2]):
         files = run_folder(argv[1], argv[2])
         sys.stdout.write("\0".join([files.state(), str(files.folder), *train_arguments(argv[1], argv[2])]) + "\0")
     elif argv[:1] == ["slurm"] and argv[1:] in ([], ["--submit"]):

@@ -37,7 +37,7 @@ from cifar_resnet.console import epoch_line, fail, progress_bar, resume_command,
 from cifar_resnet.errors import Diverged, RunInterrupted, UsageError
 from cifar_resnet.hardware import MEMORY_FORMAT, Runtime, StopSignals, setup
 from cifar_resnet.recipe import early_stop_reason, make_augmentation, make_mixing, make_optimizer, make_schedule
-from cifar_resnet.runfolder import COMPLETE, csv_row, link_atomically, summary_text
+from cifar_resnet.runfolder import COMPLETE, RunFileError, csv_row, link_atomically, own_folder, summary_text
 from cifar_resnet.settings import parse_args
 from cifar_resnet.tensorboard_log import TensorBoardLog
 from resnet import count_parameters, layer_response_std
@@ -356,7 +356,8 @@ def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[d
         try:
             training.load_state_dict(checkpoint)
         except (RuntimeError, ValueError) as error:
-            raise UsageError(f"cannot resume from the checkpoint: {type(error).__name__}: {str(error)[:200]}") from None
+            reason = " ".join(str(error).split())[:200]  # PyTorch's message spans lines: one line here
+            raise UsageError(f"cannot resume from the checkpoint: {type(error).__name__}: {reason}") from None
     training.record.begin(runtime, args.command, training.epochs_done + 1, dataset.record)
     main_process = runtime.processes.is_main
     if main_process:
@@ -366,7 +367,8 @@ def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[d
         if checkpoint is not None:
             restore_files(training, files, checkpoint_path(args, files))
         files.write_result(training.result("unfinished"))  # from now on, the summary says where the run is
-    log = TensorBoardLog(files.tensorboard, training.schedule.step_count) if args.tensorboard and main_process else None
+    log = (TensorBoardLog(own_folder(files.tensorboard), training.schedule.step_count)
+           if args.tensorboard and main_process else None)
     try:
         result = train_until_done(training, files, log)
     finally:
@@ -423,7 +425,7 @@ def dispatch(argv: Optional[list[str]]) -> int:
             benchmark.run(args)
         else:
             run(args)
-    except (UsageError, data.DataError) as error:
+    except (UsageError, data.DataError, RunFileError) as error:
         return fail(f"train.py: error: {error}", 2)
     except torch.OutOfMemoryError:
         return fail(f"train.py: error: out of GPU memory with --batch-size {args.batch_size}; try a smaller batch "

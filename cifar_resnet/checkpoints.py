@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from cifar_resnet.augment import Mixing
-from cifar_resnet.data import SOURCES
+from cifar_resnet.data import SOURCES, is_class_name
 from cifar_resnet.errors import UsageError
 from cifar_resnet.runfolder import (
     RunFileError,
@@ -27,6 +27,7 @@ from cifar_resnet.runfolder import (
     is_history,
     is_number,
     is_part,
+    is_row,
     link_atomically,
 )
 from resnet import MODELS, build_model
@@ -69,7 +70,7 @@ def predictions_are_valid(saved) -> bool:
     tensors = (labels, predictions, images)
     if not all(isinstance(tensor, torch.Tensor) and tensor.dtype == torch.uint8 for tensor in tensors):
         return False
-    if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
+    if not isinstance(classes, list) or not all(map(is_class_name, classes)):
         return False
     return (labels.ndim == 1 and labels.shape == predictions.shape and len(labels) > 0
             and images.ndim == 4 and images.shape[1:] == (3, 32, 32) and len(images) <= len(labels)
@@ -79,6 +80,12 @@ def predictions_are_valid(saved) -> bool:
 def _is_tensor_dict(value) -> bool:
     return isinstance(value, dict) and all(isinstance(key, str) and isinstance(tensor, torch.Tensor)
                                            for key, tensor in value.items())
+
+
+def _is_weights(value) -> bool:
+    """A state dict whose floating-point tensors are all finite: NaN weights are no model."""
+    return _is_tensor_dict(value) and all(torch.isfinite(tensor).all() for tensor in value.values()
+                                          if tensor.is_floating_point())
 
 
 def _is_settings(value) -> bool:
@@ -135,25 +142,21 @@ def _is_optimizer_state(value) -> bool:
             and isinstance(value.get("param_groups"), list))
 
 
-def _is_row(value) -> bool:
-    return is_history([value])
-
-
 # Every field of a checkpoint and what it must be: save_checkpoint writes only these, each as the
 # table says; --evaluate reads EVALUATION_FIELDS, --resume every field (older checkpoints lack the
 # OPTIONAL_FIELDS).
 CHECKPOINT_FIELDS = {
-    "model": _is_tensor_dict,
+    "model": _is_weights,
     "args": _is_settings,
     "epoch": is_count,
     "normalization": _is_normalization,
     "optimizer": _is_optimizer_state,
     "scheduler": _is_schedule_state,
     "history": is_history,
-    "metrics": _is_row,  # the last epoch's row, for a reader of the file
+    "metrics": is_row,  # the last epoch's row, for a reader of the file
     "best": is_best,
     "rng": _is_random_state,
-    "wall_seconds": is_number,
+    "wall_seconds": lambda value: is_number(value) and 0 <= value < math.inf,
     "provenance": _is_provenance,
     "test_predictions": predictions_are_valid,
 }
@@ -167,6 +170,20 @@ def checkpoint_problem(checkpoint: dict, fields) -> Optional[str]:
         optional = field in OPTIONAL_FIELDS
         if field in checkpoint and not CHECKPOINT_FIELDS[field](checkpoint[field]) or field not in checkpoint and not optional:
             return f"its {field!r} is {'not' if optional else 'missing or not'} what train.py writes"
+    return None
+
+
+def schedule_problem(checkpoint: dict) -> Optional[str]:
+    """Why a checkpoint's schedule state does not fit its epoch, or None: a resumed run takes its
+    learning rate from the step count, so a forged count restarts or ends the schedule unseen."""
+    state, epochs = checkpoint["scheduler"], checkpoint["args"].get("epochs")
+    if not (is_count(state.get("total_steps")) and is_count(epochs) and epochs > 0):
+        return None  # a checkpoint from before the schedule kept its totals; --epochs is checked when adopted
+    steps_per_epoch, rest = divmod(state["total_steps"], epochs)
+    expected = checkpoint["epoch"] * steps_per_epoch
+    if rest or state["step_count"] != expected or state["warmup_steps"] > state["step_count"]:
+        return (f"its schedule has taken {state['step_count']} steps ({state['warmup_steps']} of them warming up), "
+                f"not the {expected} that {checkpoint['epoch']} epochs take")
     return None
 
 
@@ -196,9 +213,18 @@ def load_checkpoint(path: Path, model_name: Optional[str] = None, *, to_resume: 
     problem = checkpoint_problem(checkpoint, CHECKPOINT_FIELDS if to_resume else EVALUATION_FIELDS)
     if problem:
         raise UsageError(f"{path}: {problem} (a damaged or foreign checkpoint)")
+    planned = checkpoint["args"].get("epochs")  # its type is checked when the settings are adopted
+    if to_resume and is_count(planned) and checkpoint["epoch"] > planned:
+        raise UsageError(f"{path}: it says {checkpoint['epoch']} epochs are done of {planned} (a damaged checkpoint)")
+    if to_resume and checkpoint["best"] is not None and checkpoint["best"]["epoch"] > checkpoint["epoch"]:
+        raise UsageError(f"{path}: its best epoch {checkpoint['best']['epoch']} lies beyond its epoch "
+                         f"{checkpoint['epoch']} (a damaged checkpoint)")
     if to_resume and len(checkpoint["history"]) != checkpoint["epoch"]:
         raise UsageError(f"{path}: its history has {len(checkpoint['history'])} epochs, its epoch says "
                          f"{checkpoint['epoch']} (a damaged checkpoint)")
+    problem = schedule_problem(checkpoint) if to_resume else None
+    if problem:
+        raise UsageError(f"{path}: {problem} (a damaged checkpoint)")
     validated = bool(checkpoint["args"].get("val_size"))
     if to_resume and any(({"val_loss", "val_acc"} <= row.keys()) != validated for row in checkpoint["history"]):
         raise UsageError(f"{path}: its history's validation columns do not match its --val-size (a damaged checkpoint)")

@@ -10,9 +10,11 @@ no worker processes.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import BinaryIO, Iterator, Optional
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ from cifar_resnet import unpickler
 from cifar_resnet.augment import Augmentation
 
 IMAGE_SHAPE = (3, 32, 32)
+MAX_CLASS_NAME = 64  # characters; CIFAR-100's longest fine name has 13
 ARCHIVE_SITE = "https://www.cs.toronto.edu/~kriz/"
 
 
@@ -86,13 +89,25 @@ def find_or_download(root: Path, source: Source = CIFAR10) -> Path:
     return folder
 
 
+def open_regular_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading, where it is a regular file (or a link to one): a pipe or a
+    device in its place would block the reader, or never end."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a pipe does not wait for a writer
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise DataError(f"{path}: not a regular file (a pipe, a device or a folder)")
+    return os.fdopen(descriptor, "rb")
+
+
 def read_pickle(path: Path, source: Source, keys: set[str]) -> dict:
     """One of the source's pickled files, read with the allow-listed unpickler: a dict (bytes
     keys turned into text) holding at least ``keys``."""
     files = source.train_files + source.test_files + ((source.meta_file,) if source.meta_file else ())
     try:
-        with open(path, "rb") as file:
+        with open_regular_file(path) as file:
             content = unpickler.load(file)
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"{path}: missing; a {source.name} folder holds {', '.join(files)}") from None
     except Exception as error:
@@ -135,9 +150,15 @@ def read_class_names(folder: Path, source: Source) -> tuple[str, ...]:
         return source.classes
     path = Path(folder) / source.meta_file
     names = read_pickle(path, source, {source.names_key})[source.names_key]
-    if not (isinstance(names, list) and len(names) == source.class_count and all(isinstance(n, str) for n in names)):
-        raise DataError(f"{path}: {source.names_key!r} must be a list of {source.class_count} names")
+    if not (isinstance(names, list) and len(names) == source.class_count and all(map(is_class_name, names))):
+        raise DataError(f"{path}: {source.names_key!r} must be a list of {source.class_count} names, each "
+                        f"1 to {MAX_CLASS_NAME} printable characters")
     return tuple(names)
+
+
+def is_class_name(name) -> bool:
+    """A name that figures and logs can show: printable (no control or escape codes) and short."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_CLASS_NAME and name.isprintable()
 
 
 def read_split(folder: Path, files: tuple[str, ...], source: Source = CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ from cifar_resnet.data import SOURCES
 from cifar_resnet.errors import ReportError
 from cifar_resnet.paper import CIFAR_DEPTHS, FIGURE6_PANELS, FIGURE7_MODELS, PAPER_ERROR, depth_of, model_order
 from cifar_resnet.recipe import lr_history
-from cifar_resnet.runfolder import atomic_write
+from cifar_resnet.runfolder import atomic_write, own_folder
 from resnet import MODELS
 
 PLOT_NAMES = ("confusion_matrix.png", "loss_acc_curves.png", "lr_curve.png", "predictions.png")
@@ -234,7 +234,7 @@ def draw_run(folder: Path) -> list[Path]:
     if files is None or not files.csv.is_file():
         raise ReportError(f"{folder} holds no <Model>_results.csv")
     history = files.read_history()
-    files.plots.mkdir(exist_ok=True)
+    own_folder(files.plots)
     drawn = [files.plots / "loss_acc_curves.png", files.plots / "lr_curve.png"]
     result = files.read_result()
     schedule, steps_per_epoch = run_schedule(result)

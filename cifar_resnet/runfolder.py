@@ -23,9 +23,11 @@ import csv
 import fcntl
 import io
 import json
+import math
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Optional, Sequence, TypeVar
@@ -34,12 +36,16 @@ from cifar_resnet.errors import UsageError
 
 TEMPORARY_SUFFIX = ".tmp"  # temporary files are .<name>.<random>.tmp beside the file they become
 LOCK_NAME = ".lock"  # holds the process id of the run that has the folder
+MAX_SUMMARY_BYTES = 1 << 20  # a summary has a few KB (10 KB with many parts): more is not train.py's
+MAX_CSV_BYTES = 16 << 20  # a row has about 150 bytes: 100,000 epochs
+MAX_SCHEDULE_STEPS = 10**7  # 150 times the paper's 64k; the lr figure draws each step
 STATUSES = ("unfinished", "interrupted", "finished", "early-stopped", "diverged")
 COMPLETE = ("finished", "early-stopped")  # the statuses of a run that ended as planned: its result is final
 CSV_SUFFIX, JSON_SUFFIX = "_results.csv", "_results.json"
 DATASETS = ("cifar10", "cifar100")  # data.SOURCES's names (a test checks), known here without PyTorch
 CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
                "epoch_seconds", "train_images_per_s")
+REQUIRED_CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")  # what the figures read
 Folder = TypeVar("Folder", bound="RunFolder")
 
 
@@ -78,8 +84,34 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         Path(temporary).unlink(missing_ok=True)  # only left where write() failed
 
 
+def read_small_file(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them; OSError or ValueError for
+    anything else. A link in its place is not followed (the run's files are never links), and a
+    pipe, a device or a file past the limit is refused before it is read to its end, which for
+    /dev/zero never comes."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        content = file.read(limit + 1)
+    if len(content) > limit:
+        raise ValueError(f"{path} is larger than {limit:,} bytes")
+    return content
+
+
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def own_folder(path: Path) -> Path:
+    """``path`` made a real folder, for a run's files: a link in its place is removed, never
+    followed (it would send them elsewhere, over another file of that name)."""
+    if path.is_symlink():
+        path.unlink()
+    if path.exists() and not path.is_dir():
+        raise RunFileError(f"{path} is a file where the run keeps a folder: move it away")
+    path.mkdir(exist_ok=True)
+    return path
 
 
 def link_atomically(source: Path, path: Path) -> None:
@@ -143,8 +175,8 @@ class RunFolder:
         """The run's summary, or None where there is none, it cannot be read, or it is not what
         train.py writes (``summary_problem``)."""
         try:
-            result = json.loads(self.json.read_text())
-        except (OSError, ValueError):
+            result = json.loads(read_small_file(self.json, MAX_SUMMARY_BYTES))
+        except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
             return None
         return None if summary_problem(result) else result
 
@@ -212,12 +244,17 @@ class RunFolder:
     def read_history(self) -> list[dict]:
         """The per-epoch rows of the CSV, numbers as floats (epoch as int)."""
         try:
-            with open(self.csv, newline="") as file:
-                rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
-        except (TypeError, ValueError) as error:
+            text = read_small_file(self.csv, MAX_CSV_BYTES).decode()
+            rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(io.StringIO(text))]
+        except (OSError, TypeError, ValueError) as error:
             raise RunFileError(f"{self.csv} is not a results CSV written by train.py ({error})") from None
         if not rows:
             raise RunFileError(f"{self.csv} has no epochs yet")
+        missing = [column for column in REQUIRED_CSV_COLUMNS if column not in rows[0]]
+        unknown = [column for column in rows[0] if column not in CSV_COLUMNS]
+        if missing or unknown:
+            raise RunFileError(f"{self.csv} is not a results CSV written by train.py ("
+                               + (f"no {missing[0]!r} column)" if missing else f"an unknown column {unknown[0]!r})"))
         for row in rows:
             row["epoch"] = int(row["epoch"])
         return rows
@@ -245,21 +282,43 @@ def is_count(value) -> bool:
 
 
 
+def _is_percent(value) -> bool:
+    return is_number(value) and 0 <= value <= 100  # NaN fails the comparison
+
+
+def _is_amount(value) -> bool:
+    """Seconds, device-hours or GiB: finite and not negative."""
+    return is_number(value) and 0 <= value < math.inf
+
+
+def is_row(value) -> bool:
+    """One epoch's row (csv_row): known columns, an epoch from 1, accuracies in 0..100, every
+    other number finite and not negative."""
+    return (isinstance(value, dict) and {"epoch", "test_acc"} <= value.keys() and is_count(value["epoch"])
+            and value["epoch"] >= 1 and all(column in CSV_COLUMNS and (_is_percent(number) if column.endswith("_acc")
+                                                                       else _is_amount(number))
+                                            for column, number in value.items()))
+
+
 def is_history(value) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(row, dict) and all(column in CSV_COLUMNS and is_number(number) for column, number in row.items())
-        and {"epoch", "test_acc"} <= row.keys() for row in value)
+    """Rows of epochs 1, 2, 3, ... in order."""
+    return (isinstance(value, list) and all(map(is_row, value))
+            and [row["epoch"] for row in value] == list(range(1, len(value) + 1)))
 
 
 def is_best(value) -> bool:
-    return value is None or (isinstance(value, dict) and is_count(value.get("epoch"))
-                             and value.get("selected_on") in ("val", "test") and is_number(value.get("selected_acc")))
+    return value is None or (isinstance(value, dict) and is_count(value.get("epoch")) and value["epoch"] >= 1
+                             and value.get("selected_on") in ("val", "test") and _is_percent(value.get("selected_acc")))
 
 
 def _is_plain_data(value, depth: int = 0) -> bool:
-    """Whether ``value`` is what JSON holds (strings, numbers, booleans, None, lists and dicts of
-    them), nested no deeper than a run's record."""
-    if value is None or isinstance(value, (str, bool, int, float)):
+    """Whether ``value`` is what JSON holds (printable strings, finite numbers, booleans, None, lists
+    and dicts of them), nested no deeper than a run's record."""
+    if isinstance(value, str):
+        return value.isprintable()  # no newline or escape code to forge a line of the text summary
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if value is None or isinstance(value, (bool, int)):
         return True
     if depth >= 4:
         return False
@@ -276,7 +335,7 @@ def is_part(value) -> bool:
             and isinstance(value["data"].get("official"), bool) and isinstance(value["data"].get("name"), str)
             and isinstance(value["code"].get("commit"), str) and isinstance(value["device"].get("type"), str)
             and is_count(value["device"].get("processes"))
-            and all(is_number(value.get(key)) for key in ("wall_seconds", "device_hours", "peak_memory_gib")))
+            and all(_is_amount(value.get(key)) for key in ("wall_seconds", "device_hours", "peak_memory_gib")))
 
 
 def _is_text(value) -> bool:
@@ -288,14 +347,16 @@ def _is_counts(value) -> bool:
 
 
 def _is_numbers(value) -> bool:
-    return isinstance(value, list) and all(is_number(item) for item in value)
+    return isinstance(value, list) and all(map(is_number, value))
 
 
 def _is_schedule(value) -> bool:
-    """A schedule's state_dict (recipe.Schedule), complete enough to redraw every step's rate."""
+    """A schedule's state_dict (recipe.Schedule), complete enough to redraw every step's rate, and
+    no longer than a figure can draw (one Python call per step)."""
     return (isinstance(value, dict)
             and all(is_count(value.get(key)) for key in ("step_count", "warmup_steps", "total_steps",
                                                          "linear_warmup_steps"))
+            and value["warmup_steps"] <= value["step_count"] <= value["total_steps"] <= MAX_SCHEDULE_STEPS
             and is_number(value.get("base_lr")) and isinstance(value.get("cosine"), bool)
             and (value["cosine"] or is_number(value.get("gamma")))
             and isinstance(value.get("milestone_steps"), list) and all(map(is_count, value["milestone_steps"])))
@@ -305,8 +366,8 @@ def _is_record(value) -> bool:
     """The summary's provenance (provenance.summary) as far as readers use it: whether every part
     read the official data, and its compute. Its parts are for people (older runs' have fewer fields)."""
     return (isinstance(value, dict) and isinstance(value.get("official_data"), bool)
-            and is_number(value.get("device_hours"))
-            and (value.get("peak_memory_gib") is None or is_number(value["peak_memory_gib"]))
+            and _is_amount(value.get("device_hours"))
+            and (value.get("peak_memory_gib") is None or _is_amount(value["peak_memory_gib"]))
             and isinstance(value.get("parts", []), list))
 
 
@@ -327,7 +388,7 @@ SUMMARY_FIELDS = {
     "status": lambda value: value in STATUSES,
     "parameters": is_count,
     # "final_*" for a run that ended as planned (the result), "latest_*" for one that may go on
-    **{f"{when}_{name}": is_number for when in ("final", "latest") for name in ("test_acc", "test_error", "val_acc")},
+    **{f"{when}_{name}": _is_percent for when in ("final", "latest") for name in ("test_acc", "test_error", "val_acc")},
     "best": is_best,
     "epochs": is_count,
     "epochs_done": is_count,
@@ -335,7 +396,7 @@ SUMMARY_FIELDS = {
     "steps_per_epoch": is_count,
     "images": _is_counts,
     "schedule": _is_schedule,
-    "wall_seconds": is_number,
+    "wall_seconds": _is_amount,
     "provenance": _is_record,  # older summaries have none
     "device": _is_text,
     "precision": _is_text,

@@ -21,6 +21,7 @@ from cifar_resnet.recipe import DEFAULT_STEP_SIZE, OPTIMIZERS, PRESETS, SCHEDULE
 from resnet import MODELS
 
 MAX_SEED = 2**64 - 1  # torch.manual_seed and Generator.manual_seed take 64-bit seeds
+MAX_MIX_ALPHA = 100.0  # Beta(100, 100) is already a lambda of 0.5 +- 0.035; timm's and DeiT's alphas are 0.8 and 1
 # Every setting of train.py, once, by what it is to a run (a test checks that the parser has
 # exactly these):
 #   result:  changes the numbers the run computes; recorded, and --resume takes it from the checkpoint
@@ -192,6 +193,9 @@ def check_args(args: argparse.Namespace, preset_model: str) -> None:
     """Refuse what cannot run, in one line; fill in the defaults that depend on other settings."""
     if args.model is not None and args.model not in MODELS:
         raise UsageError(f"unknown model {args.model!r}; choose from: {', '.join(MODELS)}")
+    if args.resume == "":
+        raise UsageError("--resume takes a checkpoint's path, or nothing for the run's own last checkpoint; "
+                         "it was given an empty path")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
     if args.evaluate and (args.resume or "recipe" in args.given):
@@ -218,8 +222,10 @@ def refuse_outside(args: argparse.Namespace, name: str, accepted, what: str) -> 
 def check_ranges(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size", "lr", "gamma"):
         refuse_outside(args, name, lambda value: value > 0, "positive and finite")
-    for name in ("momentum", "weight_decay", "val_size", "warmup_epochs", "mixup", "cutmix"):
+    for name in ("momentum", "weight_decay", "val_size", "warmup_epochs"):
         refuse_outside(args, name, lambda value: value >= 0, "0 or more and finite")
+    for name in ("mixup", "cutmix"):  # Python's betavariate never returns for an alpha of 1e308
+        refuse_outside(args, name, lambda value: 0 <= value <= MAX_MIX_ALPHA, f"between 0 and {MAX_MIX_ALPHA:g}")
     for name in ("color_jitter", "random_erasing"):
         refuse_outside(args, name, lambda value: 0 <= value <= 1, "between 0 and 1")
     refuse_outside(args, "label_smoothing", lambda value: 0 <= value < 1, "at least 0 and below 1")
@@ -254,7 +260,8 @@ def check_schedule(args: argparse.Namespace) -> None:
     if args.schedule == "multistep":
         if args.milestones is None:
             args.milestones = [0.5 * args.epochs, 0.75 * args.epochs]
-        if any(not 0 < m < args.epochs for m in args.milestones) or sorted(args.milestones) != args.milestones:
+        steps = zip(args.milestones, args.milestones[1:])
+        if any(not 0 < m < args.epochs for m in args.milestones) or any(later <= m for m, later in steps):
             raise UsageError(f"--milestones must increase and lie strictly between 0 and --epochs ({args.epochs}), "
                              f"got {args.milestones}")
     if not args.warmup_epochs < args.epochs:

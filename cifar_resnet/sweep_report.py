@@ -12,6 +12,7 @@ the same files named *-cifar100 (summary-cifar100.md, ...), against the publishe
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -59,6 +60,7 @@ class Sweep:
     diverged: list[Path]  # folders of runs that stopped on a NaN/inf loss
     unfinished: list[Path]  # folders of runs that started and have no summary yet
     unreadable: list[Path]  # folders whose summary is not what train.py writes
+    duplicated: list[Path]  # folders of runs with the settings and seed of another: not independent runs
 
 
 def official_data(result: dict) -> Optional[bool]:
@@ -71,7 +73,7 @@ def device_hours(result: dict) -> Optional[float]:
 
 
 def find_runs(root: Path) -> Sweep:
-    sweep = Sweep({}, [], [], [])
+    sweep = Sweep({}, [], [], [], [])
     for files in RunFolder.under(root):
         result = files.read_result()
         if result is None:
@@ -82,8 +84,15 @@ def find_runs(root: Path) -> Sweep:
             sweep.finished.setdefault(group_name(result), []).append({**result, "files": files})
         else:  # unfinished or interrupted
             sweep.unfinished.append(files.folder)
-    for model_runs in sweep.finished.values():
-        model_runs.sort(key=lambda run: run["settings"]["seed"])
+    for group, model_runs in list(sweep.finished.items()):
+        seeds = Counter(run["settings"]["seed"] for run in model_runs)
+        sweep.duplicated += [run["files"].folder for run in model_runs if seeds[run["settings"]["seed"]] > 1]
+        independent = sorted((run for run in model_runs if seeds[run["settings"]["seed"]] == 1),
+                             key=lambda run: run["settings"]["seed"])
+        if independent:
+            sweep.finished[group] = independent
+        else:
+            del sweep.finished[group]
     return sweep
 
 
@@ -191,8 +200,7 @@ def number(value, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def summary_markdown(rows: list[dict], dataset: str, missing: list[str], unfinished: list[Path],
-                     diverged: list[Path], unreadable: list[Path]) -> str:
+def summary_markdown(rows: list[dict], dataset: str, missing: list[str], sweep: Sweep) -> str:
     title = ("# Reproduction of He et al. 2016, Table 6 (CIFAR-10 test error, %)" if dataset == "cifar10" else
              f"# {SOURCE_NAMES[dataset]} test error (%), against the published numbers")
     lines = [
@@ -239,12 +247,14 @@ def summary_markdown(rows: list[dict], dataset: str, missing: list[str], unfinis
     lines += ["", SEED_CLAIMS if dataset == "cifar10" else CIFAR100_OTHERS, ""]
     if missing:
         lines.append(f"Not run yet (of run.sh's default list): {', '.join(missing)}.")
-    for folder in unfinished:
+    for folder in sweep.unfinished:
         lines.append(f"Unfinished (no summary yet): {folder}.")
-    for folder in diverged:
+    for folder in sweep.diverged:
         lines.append(f"Diverged (left out above): {folder}.")
-    for folder in unreadable:
+    for folder in sweep.unreadable:
         lines.append(f"Unreadable summary, not what train.py writes (left out above): {folder}.")
+    for folder in sweep.duplicated:
+        lines.append(f"The settings and seed of another run, so not an independent one (left out above): {folder}.")
     return "\n".join(lines) + "\n"
 
 
@@ -282,7 +292,7 @@ def write_dataset_report(root: Path, dataset: str, groups: dict[str, list[dict]]
     outputs = [root / f"{name}{suffix}{extension}" for name, extension in
                (("summary", ".md"), ("summary", ".csv"), ("depth_vs_error", ".png"), ("figure6", ".png"),
                 ("figure7", ".png"))]
-    write_text(outputs[0], summary_markdown(rows, dataset, missing, sweep.unfinished, sweep.diverged, sweep.unreadable))
+    write_text(outputs[0], summary_markdown(rows, dataset, missing, sweep))
     write_text(outputs[1], csv_text(rows, SUMMARY_COLUMNS))
     caveat = recipe_caveat(runs)
     figures.plot_depth_vs_error(runs, outputs[2], dataset, caveat)

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 import report
+import sweep
 import train
-from cifar_fixture import run_args
+from cifar_fixture import make_cifar, run_args, write_pickle
+from cifar_resnet import data
 from cifar_resnet.checkpoints import RunFiles
 from helpers import ONE_THREAD_PER_JOB, TINY_SWEEP, stopped_by_sigterm
 
@@ -51,10 +53,25 @@ def momentum_of_the_wrong_shape(checkpoint):
     (lambda c: c["rng"]["mix"].update(internal=[7] * 3), "its 'rng' is missing"),
     (lambda c: c["args"].update(lr="fast"), "the checkpoint's settings are not valid (argument --lr: invalid float"),
     (lambda c: c["args"].update(schedule="evil"), "the checkpoint's settings are not valid (argument --schedule"),
-    (lambda c: c["args"].update(mixup=-1.0), "the checkpoint's settings are not valid (--mixup must be 0 or more"),
+    (lambda c: c["args"].update(mixup=-1.0), "the checkpoint's settings are not valid (--mixup must be between 0 and 100"),
+    (lambda c: c["args"].update(cutmix=1e308), "the checkpoint's settings are not valid (--cutmix must be between 0 and 100"),
     (lambda c: c["args"].update(epochs="2"), "the checkpoint's epochs is '2', not what train.py writes"),
     (lambda c: c.update(best={"epoch": -1}), "its 'best' is missing"),
-    (lambda c: c.update(epoch=7), "its history has 2 epochs, its epoch says 7"),
+    (lambda c: c.update(epoch=7), "it says 7 epochs are done of 2"),  # "finished, 7 of 2 epochs" otherwise
+    (lambda c: c["args"].update(epochs=3) or c.update(epoch=3), "its history has 2 epochs, its epoch says 3"),
+    (lambda c: c.update(best={**c["best"], "epoch": 999}), "its best epoch 999 lies beyond its epoch 2"),
+    (lambda c: c["history"].reverse(), "its 'history' is missing or not what train.py writes"),  # epochs 2, 1
+    (lambda c: c["history"][0].update(test_acc=float("nan")), "its 'history' is missing or not"),
+    (lambda c: c.update(wall_seconds=-1.0), "its 'wall_seconds' is missing or not"),
+    (lambda c: c["model"]["stem.0.weight"].fill_(float("nan")), "its 'model' is missing or not"),
+    (lambda c: c["model"].update({"fc.weight": torch.zeros(3, 3)}), "cannot resume from the checkpoint: RuntimeError"),
+    (lambda c: c["test_predictions"]["classes"].__setitem__(0, "cat\x1b[2J"), "its 'test_predictions' is missing"),
+    (lambda c: c["provenance"][0]["code"].update(commit="abc\nfinal test accuracy: 99%"),
+     "its 'provenance' is not what train.py writes"),
+    (lambda c: c["provenance"][0].update(device_hours=float("nan")), "its 'provenance' is not what train.py writes"),
+    (lambda c: c["scheduler"].update(step_count=10**12), "its schedule has taken 1000000000000 steps"),
+    (lambda c: c["scheduler"].update(step_count=0), "its schedule has taken 0 steps (0 of them warming up), not the 20"),
+    (lambda c: c["scheduler"].update(warmup_steps=21), "(21 of them warming up)"),
     (lambda c: c["args"].update(val_size=64, early_stop=1), "its history's validation columns do not match"),
     (lambda c: c.pop("test_predictions"), "its 'test_predictions' is missing"),
     (lambda c: c["provenance"][0].update(first_epoch="one"), "its 'provenance' is not what train.py writes"),
@@ -73,6 +90,7 @@ def test_a_forged_checkpoint_is_refused_before_anything_uses_it(two_epoch_run, d
     (lambda c: c.update(normalization={"mean": "zero"}), "normalization"),
     (lambda c: c["args"].update(shortcut="C"), "args"),
     (lambda c: c["args"].update(seed="zero"), "args"),
+    (lambda c: c["model"]["stem.0.weight"].fill_(float("inf")), "model"),
 ])
 def test_evaluate_checks_what_it_uses(two_epoch_run, data_dir, tmp_path, capsys, change, field):
     path = forged_checkpoint(two_epoch_run / "ResNet20_last.pth", tmp_path / "forged.pth", change)
@@ -250,3 +268,108 @@ def test_a_signal_to_run_sh_stops_its_runs_cleanly_and_nothing_else(data_dir, tm
     assert leftover.stdout == "", "a train.py outlived run.sh"
     assert "stopped by SIGTERM with" in log.read_text()
     assert RunFiles.of(tmp_path / "seed0", "ResNet20").state() == "resumable"
+
+
+def test_a_pipe_in_place_of_a_batch_file_is_one_line_not_a_hang(data_dir, tmp_path, capsys):
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    batch = copy / "cifar-10-batches-py" / "data_batch_3"
+    batch.unlink()
+    os.mkfifo(batch)  # no writer: reading it would wait for ever
+    assert train.main(run_args(copy, tmp_path / "results")) == 2
+    assert_one_line(capsys, "data_batch_3: not a regular file")
+
+
+@pytest.mark.parametrize("name,problem", [("x" * 2_000_000, "over-long"), ("cat\x1b[2J", "an escape code"),
+                                          ("bird\nfish", "a newline"), ("", "empty")])
+def test_class_names_that_no_figure_or_log_can_show_are_refused(tmp_path, name, problem):
+    folder = make_cifar(tmp_path, source=data.CIFAR100) / "cifar-100-python"
+    write_pickle(folder / "meta", {"fine_label_names": [name] + [f"class{index}" for index in range(99)]})
+    with pytest.raises(data.DataError, match="each 1 to 64 printable characters"):
+        data.read_class_names(folder, data.CIFAR100)
+
+
+def nested_json(path):
+    path.write_text("[" * 200_000 + "]" * 200_000)
+
+
+def link_to_dev_zero(path):
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+def link_to_a_summary_elsewhere(path):
+    elsewhere = path.parent.parent / "elsewhere.json"
+    shutil.move(path, elsewhere)
+    path.symlink_to(elsewhere)
+
+
+def impossible_numbers(path):
+    path.write_text(json.dumps({**json.loads(path.read_text()), "final_test_error": float("nan")}))
+
+
+def negative_error(path):
+    path.write_text(json.dumps({**json.loads(path.read_text()), "final_test_error": -3.0}))
+
+
+@pytest.mark.parametrize("break_summary", [nested_json, link_to_dev_zero, link_to_a_summary_elsewhere,
+                                           impossible_numbers, negative_error])
+def test_a_summary_that_cannot_be_read_safely_is_unreadable_everywhere_and_never_averaged(
+        two_epoch_run, tmp_path, capsys, monkeypatch, break_summary):
+    for seed in (0, 1):
+        shutil.copytree(two_epoch_run, tmp_path / f"seed{seed}" / "ResNet20")
+    summary = tmp_path / "seed1" / "ResNet20" / "ResNet20_results.json"
+    break_summary(summary)
+    assert report.main(["--summary", str(tmp_path)]) == 0  # no hang, no RecursionError
+    text = (tmp_path / "summary.md").read_text()
+    assert "(1) |" in text and f"Unreadable summary, not what train.py writes (left out above): {summary.parent}" in text
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path))
+    capsys.readouterr()
+    assert sweep.main(["run", "ResNet20", "1"]) == 0
+    assert capsys.readouterr().out.split("\0")[0] == "resumable"  # train.py --resume rewrites it
+
+
+def test_copies_of_one_run_are_not_averaged_as_independent_seeds(two_epoch_run, tmp_path):
+    for copy in ("a", "b", "c", "seed1"):  # the same run, seed 0, three times; and one said to be seed 1
+        shutil.copytree(two_epoch_run, tmp_path / copy / "ResNet20")
+    summary = tmp_path / "seed1" / "ResNet20" / "ResNet20_results.json"
+    result = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**result, "settings": {**result["settings"], "seed": 1}}))
+    assert report.main(["--summary", str(tmp_path)]) == 0
+    text = (tmp_path / "summary.md").read_text()
+    left_out = [line for line in text.splitlines() if line.startswith("The settings and seed of another run")]
+    assert len(left_out) == 3 and "| ResNet20 [" in text and " (1) |" in text  # the seed-1 run alone
+
+
+def test_a_csv_without_the_columns_the_figures_read_is_one_line(two_epoch_run, tmp_path, capsys):
+    folder = tmp_path / "ResNet20"
+    shutil.copytree(two_epoch_run, folder)
+    (folder / "ResNet20_results.csv").write_text("epoch,train_loss\n1,2.3\n")
+    assert report.main([str(folder)]) == 2
+    assert_one_line(capsys, "is not a results CSV written by train.py (no 'train_acc' column)")
+
+
+@pytest.mark.parametrize("folder", ["plots", "tensorboard"])
+def test_a_run_s_folder_linked_elsewhere_is_replaced_not_followed(data_dir, tmp_path, folder):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "loss_acc_curves.png").write_text("the user's own file")
+    run = tmp_path / "results" / "ResNet20"
+    run.mkdir(parents=True)
+    (run / folder).symlink_to(outside)
+    assert train.main(run_args(data_dir, tmp_path / "results", "--epochs", "1", "--tensorboard")) == 0
+    assert not (run / folder).is_symlink() and any((run / folder).iterdir())
+    assert [path.name for path in outside.iterdir()] == ["loss_acc_curves.png"]
+    assert (outside / "loss_acc_curves.png").read_text() == "the user's own file"
+    (run / "plots").rename(tmp_path / "drawn")
+    (run / "plots").symlink_to(outside)
+    assert report.main([str(run)]) == 0  # report.py replaces the link the same way
+    assert (outside / "loss_acc_curves.png").read_text() == "the user's own file"
+
+
+def test_a_file_where_tensorboard_s_folder_belongs_is_one_line(data_dir, tmp_path, capsys):
+    run = tmp_path / "results" / "ResNet20"
+    run.mkdir(parents=True)
+    (run / "tensorboard").write_text("not a folder")
+    assert train.main(run_args(data_dir, tmp_path / "results", "--epochs", "1", "--tensorboard")) == 2
+    assert_one_line(capsys, "tensorboard is a file where the run keeps a folder")

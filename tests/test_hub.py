@@ -1,5 +1,6 @@
 """hubconf.py through torch.hub itself, loading from this repository's folder (source="local")."""
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -61,4 +62,40 @@ def test_a_url_is_downloaded_once_into_torch_hub_s_cache(two_epoch_run, tmp_path
     url = "https://example.org/runs/ResNet20_last.pth"
     for _ in range(2):
         assert not hub("ResNet20", weights=url).training
-    assert downloads == [url] and (tmp_path / "checkpoints" / "ResNet20_last.pth").is_file()
+    assert downloads == [url] and len(list((tmp_path / "checkpoints").glob("*-ResNet20_last.pth"))) == 1
+    other = "https://example.org/other/ResNet20_last.pth"  # the same file name: never the first URL's file
+    hub("ResNet20", weights=other)
+    assert downloads == [url, other] and len(list((tmp_path / "checkpoints").glob("*-ResNet20_last.pth"))) == 2
+
+
+def test_a_failed_download_is_a_value_error(tmp_path, monkeypatch):
+    def offline(url, destination):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(ValueError, match="could not download https://example.org/a.pth .OSError: Network is"):
+        hub("ResNet20", weights="https://example.org/a.pth")
+
+
+@pytest.mark.parametrize("arguments,message", [
+    ({"weights": 123}, "weights must be a checkpoint's path or an http.s. URL, got 123"),
+    ({"sha256": "0" * 64}, "has the SHA-256 [0-9a-f]{64}, not the 0000"),
+    ({"shortcut": "B"}, "holds a ResNet20 with shortcut='A', not 'B'"),
+])
+def test_weights_that_contradict_what_was_asked_are_a_value_error(two_epoch_run, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        hub("ResNet20", **{"weights": str(two_epoch_run / "ResNet20_last.pth"), **arguments})
+
+
+def test_the_expected_sha256_of_the_right_file_loads(two_epoch_run):
+    path = two_epoch_run / "ResNet20_last.pth"
+    assert not hub("ResNet20", weights=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest()).training
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(two_epoch_run, tmp_path):
+    checkpoint = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)
+    checkpoint["model"]["fc.weight"][0, 0] = float("nan")
+    torch.save(checkpoint, tmp_path / "nan.pth")
+    with pytest.raises(ValueError, match="its 'model' is missing or not what train.py writes"):
+        hub("ResNet20", weights=str(tmp_path / "nan.pth"))

@@ -139,8 +139,9 @@ def test_the_readme_and_help_show_the_presets_table(capsys):
     (["--step-size", "5"], "--step-size applies to --schedule step, not multistep"),
     (["--warmup-epochs", "2", "--epochs", "2"], "--warmup-epochs must be below --epochs (2)"),
     (["--label-smoothing", "1"], "--label-smoothing must be at least 0 and below 1"),
-    (["--mixup", "-1"], "--mixup must be 0 or more and finite"),
-    (["--cutmix", "nan"], "--cutmix must be 0 or more and finite"),
+    (["--mixup", "-1"], "--mixup must be between 0 and 100, got -1.0"),
+    (["--mixup", "1e308"], "--mixup must be between 0 and 100"),  # Python's betavariate would never return
+    (["--cutmix", "nan"], "--cutmix must be between 0 and 100"),
     (["--color-jitter", "1.5"], "--color-jitter must be between 0 and 1"),
     (["--random-erasing", "-0.1"], "--random-erasing must be between 0 and 1"),
     (["--val-size", "1.5"], "1.5 is neither a count of images nor a fraction between 0 and 1"),

@@ -118,6 +118,8 @@ def test_a_real_run_s_files_hold_exactly_the_fields_of_their_tables(two_epoch_ru
 
 @pytest.mark.parametrize("change,problem", [
     (lambda s: s.update(schedule={"step_count": "all"}), "its 'schedule' is not what train.py writes"),
+    (lambda s: s["schedule"].update(step_count=10**12), "its 'schedule' is not what train.py writes"),  # drawn for ever
+    (lambda s: s.update(final_test_error=float("nan")), "its 'final_test_error' is not what train.py writes"),
     (lambda s: s.update(status="done"), "its 'status' is not what train.py writes"),
     (lambda s: s["provenance"].update(official_data="yes"), "its 'provenance' is not what train.py writes"),
     (lambda s: s.pop("final_test_error"), "a complete run's summary without 'final_test_error'"),

@@ -239,3 +239,31 @@ def test_the_slurm_dry_run_gives_each_model_an_array_and_each_task_run_sh_s_comm
     assert tasks[3] == "task 1: python " + shlex.join(sweep_module.train_arguments("ResNet1202", "1"))
     assert "--resume" not in tasks[3] and "--resume" in tasks[0]  # ResNet1202 has not run here
     assert lines[-1].startswith("sbatch --parsable --job-name=sweep-report") and "report.py --summary" in lines[-1]
+
+
+@pytest.mark.parametrize("flags,message", [
+    ("--seed 7", "TRAIN_FLAGS may not hold --seed: the sweep sets it for each run"),
+    ("--results-dir=elsewhere", "TRAIN_FLAGS may not hold --results-dir"),
+    ("--recipe 'modern", "TRAIN_FLAGS cannot be split into words (No closing quotation)"),
+])
+def test_train_flags_that_the_sweep_sets_itself_or_cannot_split_are_one_line(monkeypatch, capsys, flags, message):
+    monkeypatch.setenv("TRAIN_FLAGS", flags)
+    assert sweep_module.main(["run", "ResNet20", "0"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"sweep.py: error: {message}") and error.count("\n") == 1
+
+
+@pytest.mark.parametrize("variables,message", [
+    ({"MODELS": "ResNet20 /abs/path"}, "MODELS holds '/abs/path', which is not a model's name"),
+    ({"SEEDS": "0/../../x"}, "SEEDS holds '0/../../x', which is not a whole number"),
+    ({"EPOCHS": ""}, "EPOCHS is set but empty: unset it for the default ('164')"),
+    ({"MODELS": " "}, "MODELS is set but empty"),
+])
+def test_run_sh_refuses_bad_models_seeds_and_empty_variables_before_making_anything(data_dir, tmp_path, variables,
+                                                                                   message):
+    results = tmp_path / "results"
+    done = run_sweep(data_dir, results, variables.get("MODELS", "ResNet20"), variables.get("SEEDS", "0"),
+                     **{name: value for name, value in variables.items() if name not in ("MODELS", "SEEDS")})
+    assert done.returncode == 2
+    assert done.stderr == f"sweep.py: error: {message}" + done.stderr.split(message, 1)[1]
+    assert done.stderr.count("\n") == 1 and not results.exists()

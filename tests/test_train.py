@@ -150,6 +150,8 @@ def test_warmup_auto_is_on_for_the_paper_s_deepest_nets_only():
         (["--device", "gpu"], "unknown --device 'gpu'"),
         (["--epochs", "10", "--milestones", "12"], "--milestones must increase and lie strictly between 0 and --epochs"),
         (["--milestones", "100", "50"], "--milestones must increase"),
+        (["--milestones", "82", "82"], "--milestones must increase"),
+        (["--resume", ""], "--resume takes a checkpoint's path"),
         (["--val-size", "100000"], "--val-size must lie in 0..319, or be a fraction"),
         (["--batch-size", "1000"], "--batch-size 1000 is larger than the training set"),
         (["--model", "Plain20", "--shortcut", "B"], "Plain20 takes no --shortcut option"),
