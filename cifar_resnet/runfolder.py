@@ -291,13 +291,21 @@ def _is_amount(value) -> bool:
     return is_number(value) and 0 <= value < math.inf
 
 
+def _fits_column(column: str, value) -> bool:
+    """Accuracies in 0..100; losses not negative (an evaluation loss may truly be infinite while the
+    weights are finite); every other number finite and not negative."""
+    if column.endswith("_acc"):
+        return _is_percent(value)
+    if column.endswith("_loss"):
+        return is_number(value) and value >= 0  # NaN fails the comparison
+    return _is_amount(value)
+
+
 def is_row(value) -> bool:
-    """One epoch's row (csv_row): known columns, an epoch from 1, accuracies in 0..100, every
-    other number finite and not negative."""
+    """One epoch's row (csv_row): known columns, an epoch from 1, every number in its column's range."""
     return (isinstance(value, dict) and {"epoch", "test_acc"} <= value.keys() and is_count(value["epoch"])
-            and value["epoch"] >= 1 and all(column in CSV_COLUMNS and (_is_percent(number) if column.endswith("_acc")
-                                                                       else _is_amount(number))
-                                            for column, number in value.items()))
+            and value["epoch"] >= 1
+            and all(column in CSV_COLUMNS and _fits_column(column, number) for column, number in value.items()))
 
 
 def is_history(value) -> bool:

@@ -349,6 +349,7 @@ def test_a_csv_without_the_columns_the_figures_read_is_one_line(two_epoch_run, t
     assert_one_line(capsys, "is not a results CSV written by train.py (no 'train_acc' column)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("folder", ["plots", "tensorboard"])
 def test_a_run_s_folder_linked_elsewhere_is_replaced_not_followed(data_dir, tmp_path, folder):
     outside = tmp_path / "outside"
