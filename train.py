@@ -35,9 +35,10 @@ from cifar_resnet import benchmark, data, distributed, evaluate, figures, passes
 from cifar_resnet.checkpoints import RunFiles, check_optimizer_state, checked_for_saving, load_checkpoint
 from cifar_resnet.console import epoch_line, fail, progress_bar, resume_command, say
 from cifar_resnet.errors import Diverged, RunInterrupted, UsageError
+from cifar_resnet.fields import COMPLETE, csv_row, summary_text
 from cifar_resnet.hardware import MEMORY_FORMAT, Runtime, StopSignals, setup
 from cifar_resnet.recipe import early_stop_reason, make_augmentation, make_mixing, make_optimizer, make_schedule
-from cifar_resnet.runfolder import COMPLETE, RunFileError, csv_row, link_atomically, own_folder, summary_text
+from cifar_resnet.runfolder import RunFileError, link_atomically, own_folder
 from cifar_resnet.settings import parse_args
 from cifar_resnet.tensorboard_log import TensorBoardLog
 from resnet import count_parameters, layer_response_std

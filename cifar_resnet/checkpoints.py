@@ -18,18 +18,8 @@ import torch.nn as nn
 from cifar_resnet.augment import Mixing
 from cifar_resnet.data import SOURCES, is_class_name
 from cifar_resnet.errors import UsageError
-from cifar_resnet.runfolder import (
-    RunFileError,
-    RunFolder,
-    atomic_write,
-    is_best,
-    is_count,
-    is_history,
-    is_number,
-    is_part,
-    is_row,
-    link_atomically,
-)
+from cifar_resnet.fields import is_best, is_count, is_history, is_number, is_part, is_row
+from cifar_resnet.runfolder import RunFileError, RunFolder, atomic_write, link_atomically
 from resnet import MODELS, build_model
 
 

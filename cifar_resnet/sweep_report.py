@@ -22,6 +22,7 @@ import numpy as np
 from cifar_resnet import figures, settings
 from cifar_resnet.data import SOURCES as DATA_SOURCES
 from cifar_resnet.errors import ReportError
+from cifar_resnet.fields import COMPLETE
 from cifar_resnet.paper import (
     CIFAR100_OTHERS,
     PAPER_ERROR,
@@ -35,7 +36,7 @@ from cifar_resnet.paper import (
     model_order,
 )
 from cifar_resnet.recipe import PRESETS
-from cifar_resnet.runfolder import COMPLETE, RunFolder, csv_text, write_text
+from cifar_resnet.runfolder import RunFolder, csv_text, write_text
 from cifar_resnet.verdict import RULE, confidence_interval, verdict
 
 SOURCE_NAMES = {name: source.name for name, source in DATA_SOURCES.items()}  # cifar100 -> CIFAR-100

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from cifar_resnet import data, paper, settings
-from cifar_resnet.runfolder import DATASETS
+from cifar_resnet.fields import DATASETS
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "cifar_resnet"

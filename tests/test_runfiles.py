@@ -13,7 +13,8 @@ import report
 import sweep
 from cifar_resnet import figures
 from cifar_resnet.checkpoints import CHECKPOINT_FIELDS, RunFileError, RunFiles, checked_for_saving, checkpoint_problem
-from cifar_resnet.runfolder import COMPLETE_FIELDS, SUMMARY_FIELDS, RunFolder, summary_problem
+from cifar_resnet.fields import COMPLETE_FIELDS, SUMMARY_FIELDS, summary_problem
+from cifar_resnet.runfolder import RunFolder
 
 
 def test_best_is_the_checkpoint_of_its_epoch_not_a_second_serialisation(tmp_path):
