@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from cifar_resnet.checkpoints import load_checkpoint, rebuild_model
+from cifar_resnet.data import file_digest
 from cifar_resnet.errors import UsageError
 from resnet import MODELS, build_model
 
@@ -39,8 +40,9 @@ def checkpoint_file(weights, sha256: Optional[str]) -> Path:
         raise ValueError(f"weights must be a checkpoint's path or an http(s) URL, got {weights!r}")
     is_url = urlparse(str(weights)).scheme in ("http", "https")
     path = downloaded(str(weights)) if is_url else Path(weights)
-    if sha256 is not None and path.is_file() and file_sha256(path) != sha256.lower():
-        raise ValueError(f"{weights} has the SHA-256 {file_sha256(path)}, not the {sha256} asked for")
+    found = file_digest(path, "sha256") if sha256 is not None and path.is_file() else None
+    if found is not None and found != sha256.lower():
+        raise ValueError(f"{weights} has the SHA-256 {found}, not the {sha256} asked for")
     return path
 
 
@@ -56,14 +58,6 @@ def downloaded(url: str) -> Path:
         except Exception as error:  # no network, a 404, a full disk: one sentence, as for any bad weights
             raise ValueError(f"could not download {url} ({type(error).__name__}: {error})") from None
     return cached
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_model(name: str, weights, num_classes: Optional[int], sha256: Optional[str], options: dict) -> nn.Module:

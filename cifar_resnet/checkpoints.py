@@ -157,9 +157,11 @@ OPTIONAL_FIELDS = ("metrics", "provenance")
 def checkpoint_problem(checkpoint: dict, fields) -> Optional[str]:
     """Which of ``fields`` is missing from ``checkpoint`` or not as CHECKPOINT_FIELDS says; None if none."""
     for field in fields:
-        optional = field in OPTIONAL_FIELDS
-        if field in checkpoint and not CHECKPOINT_FIELDS[field](checkpoint[field]) or field not in checkpoint and not optional:
-            return f"its {field!r} is {'not' if optional else 'missing or not'} what train.py writes"
+        if field in OPTIONAL_FIELDS:  # older checkpoints lack it: absent is fine, present must fit
+            if field in checkpoint and not CHECKPOINT_FIELDS[field](checkpoint[field]):
+                return f"its {field!r} is not what train.py writes"
+        elif field not in checkpoint or not CHECKPOINT_FIELDS[field](checkpoint[field]):
+            return f"its {field!r} is missing or not what train.py writes"
     return None
 
 

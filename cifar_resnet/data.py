@@ -190,8 +190,10 @@ class Dataset:
         return {**self.files, "val_split_sha256": self.val_sha256}
 
 
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """The hex digest of a file, read a MiB at a time: MD5 to compare with the release's lists (not
+    for security, so FIPS builds allow it), SHA-256 to pin a checkpoint."""
+    digest = hashlib.new(algorithm, usedforsecurity=algorithm != "md5")
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
@@ -202,7 +204,7 @@ def fingerprint(folder: Path, source: Source = CIFAR10) -> dict:
     """The MD5 of each batch file in ``folder``, and whether all are the official release's: a
     re-encoded or generated copy in the same format is told apart from CIFAR itself."""
     names = (*source.train_files, *source.test_files)
-    md5 = {name: file_md5(Path(folder) / name) for name in names}
+    md5 = {name: file_digest(Path(folder) / name) for name in names}
     return {"name": source.name, "folder": str(folder), "md5": md5,
             "official": list(md5.values()) == list(source.official_md5)}
 
