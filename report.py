@@ -12,11 +12,13 @@ predictions.png (cifar_resnet/figures.py). --summary writes the sweep's comparis
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from cifar_resnet import figures, sweep_report
+from cifar_resnet.console import print_paths_as_they_are
 from cifar_resnet.errors import ReportError
 from cifar_resnet.runfolder import RunFileError
 
@@ -27,6 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--summary", type=Path, metavar="RESULTS_DIR",
                         help="compare every finished run under RESULTS_DIR with the paper (summary.md/csv, figures)")
     args = parser.parse_args(argv)
+    print_paths_as_they_are()
     if not args.runs and args.summary is None:
         parser.error("name run folders, or --summary RESULTS_DIR")
     try:
@@ -39,6 +42,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ReportError, RunFileError, OSError) as error:
         print(f"report.py: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("report.py: stopped; every file it was writing is as it was", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 

@@ -23,20 +23,30 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
-import torch
+
+def stop_while_loading(number: int, _frame) -> None:
+    print(f"train.py: stopped by {signal.Signals(number).name} while starting; nothing was written", file=sys.stderr)
+    raise SystemExit(128 + number)
+
+
+if __name__ == "__main__":  # PyTorch takes seconds to load: Ctrl-C meanwhile is one line, not an import traceback
+    signal.signal(signal.SIGINT, stop_while_loading)
+
+import torch  # noqa: E402  (after the handler above)
 import torch.nn as nn
 
 from cifar_resnet import benchmark, data, distributed, evaluate, figures, passes, provenance, settings
 from cifar_resnet.checkpoints import RunFiles, check_optimizer_state, checked_for_saving, load_checkpoint
-from cifar_resnet.console import epoch_line, fail, progress_bar, resume_command, say
+from cifar_resnet.console import epoch_line, fail, print_paths_as_they_are, progress_bar, resume_command, say
 from cifar_resnet.errors import Diverged, RunInterrupted, UsageError
-from cifar_resnet.fields import COMPLETE, csv_row, summary_text
-from cifar_resnet.hardware import MEMORY_FORMAT, Runtime, StopSignals, setup
+from cifar_resnet.fields import COMPLETE, csv_row, printable, summary_text
+from cifar_resnet.hardware import MEMORY_FORMAT, Runtime, StopSignals, ignore_stop_signals, setup
 from cifar_resnet.recipe import early_stop_reason, make_augmentation, make_mixing, make_optimizer, make_schedule
 from cifar_resnet.runfolder import RunFileError, link_atomically, own_folder
 from cifar_resnet.settings import parse_args
@@ -262,6 +272,9 @@ def checkpoint_to_resume(args: argparse.Namespace, files: RunFiles) -> Optional[
     """The checkpoint --resume names, or None for a fresh run. Neither may clobber another run:
     a checkpoint from elsewhere is resumed only into a folder that holds no run of its own."""
     source = checkpoint_path(args, files)
+    if source == files.last and not files.last.exists():
+        raise UsageError(f"{files.folder} holds no checkpoint of {args.model} to resume (no epoch of a run there "
+                         "finished); start the run without --resume")
     if files.last.exists() and not args.overwrite:
         if source is None:
             raise UsageError(f"{files.folder} already holds a run of {args.model}; continue it with --resume, "
@@ -339,6 +352,8 @@ def run(args: argparse.Namespace) -> Optional[dict]:
             return None
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     settings.resolve(args, runtime)
+    if args.sync_bn:
+        distributed.check_sync_bn(runtime.processes, runtime.device, resumed=checkpoint is not None)
     # Every input is read and checked before the results folder is made: a failed start leaves none.
     source = data.SOURCES[args.dataset]
     folder = data.find_or_download(args.data_dir, source)
@@ -381,43 +396,79 @@ def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[d
 
 def train_until_done(training: Training, files: RunFiles, log: Optional[TensorBoardLog]) -> dict:
     """Epochs until the run finishes or stops early; the files after each. An interruption or a
-    divergence is recorded (figures and summary) and raised on."""
-    with StopSignals() as stop:
-        say(start_line(training))  # inside: a signal that follows this line is handled
-        try:
-            while (ending := training.ending()) is None:
-                row = training.run_epoch(stop, log)
-                if log is not None:  # before the checkpoint: a resume purges what lies beyond it
-                    log.epoch(row, training.schedule.step_count)
-                save_epoch(training, files, is_best=training.is_best(row))
-                say(epoch_line(row, training.args.epochs))
-        except RunInterrupted as interruption:
-            finish(training, files, "interrupted", stopped_by=str(interruption))
-            interruption.epochs_done = training.epochs_done
-            raise
-        except Diverged as divergence:
-            kept = (f"the last good epoch ({training.epochs_done}) is kept in {files.last}" if training.epochs_done
-                    else "no epoch had finished")
-            finish(training, files, "diverged", diverged=f"{divergence}; {kept}")
-            raise Diverged(f"{divergence}; {kept}") from None
-    status, extra = ending
-    result = finish(training, files, status, **extra)
+    divergence is recorded (figures and summary) and raised on; a signal after the last step lets
+    the run finish."""
+    try:
+        with StopSignals() as stop:
+            say(start_line(training))  # inside: a signal that follows this line is handled
+            result = train_and_finish(training, files, stop, log)
+        ignore_stop_signals()
+    except RunInterrupted as interruption:  # also one that a second signal raised while the figures were drawn
+        interruption.epochs_done = training.epochs_done
+        raise
+    if stop.received is not None:  # it came after the last step: the run is complete
+        say(f"train.py: {signal.Signals(stop.received).name} came as the run was finishing; it finished",
+            to_stderr=True)
     if log is not None:
         log.hparams(settings.recorded(training.args), result)
     return result
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Exit status: 0 done; 2 bad input (one line on stderr); 1 diverged, or another process of the
-    run failed; 128 + signal when stopped. Under torchrun only rank 0 says why."""
+def train_and_finish(training: Training, files: RunFiles, stop: StopSignals, log: Optional[TensorBoardLog]) -> dict:
     try:
-        return dispatch(argv)
-    finally:
-        distributed.stop()
+        while (ending := training.ending()) is None:
+            row = training.run_epoch(stop, log)
+            if log is not None:  # before the checkpoint: a resume purges what lies beyond it
+                log.epoch(row, training.schedule.step_count)
+            save_epoch(training, files, is_best=training.is_best(row))
+            say(epoch_line(row, training.args.epochs))
+    except RunInterrupted as interruption:
+        finish(training, files, "interrupted", stopped_by=str(interruption))
+        raise
+    except Diverged as divergence:
+        kept = (f"the last good epoch ({training.epochs_done}) is kept in {printable(str(files.last))}"
+                if training.epochs_done else "no epoch had finished")
+        finish(training, files, "diverged", diverged=f"{divergence}; {kept}")
+        raise Diverged(f"{divergence}; {kept}") from None
+    status, extra = ending
+    return finish(training, files, status, **extra)
+
+
+def memory_that_ran_out(error: RuntimeError) -> Optional[str]:
+    """"GPU" or "CPU" where ``error`` says an allocation failed, else None. PyTorch has an exception
+    class for the GPU's; the CPU allocator's failure is a plain RuntimeError, known by its words."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return "GPU"
+    return "CPU" if "DefaultCPUAllocator: can't allocate memory" in str(error) else None
+
+
+def what_is_kept(args: Optional[argparse.Namespace], epochs_done: int) -> str:
+    """The end of the line that reports a stop: what the run keeps and how to go on."""
+    if args is None or args.evaluate or args.benchmark:
+        return ""  # nothing was being written
+    if epochs_done:
+        return f" with {epochs_done} finished epochs saved; continue with: {resume_command(args)}"
+    if args.resume:
+        return " before training resumed; the run is as it was: run the same command to continue it"
+    return " before its first epoch finished, so there is nothing to resume: run the same command to start it again"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Exit status: 0 done; 2 bad input, too little memory or a file that cannot be written (one line
+    on stderr); 1 diverged, or another process of the run failed; 128 + signal when stopped. Under
+    torchrun only rank 0 says why."""
+    with StopSignals(at_once=True):  # until the epochs begin: they install their own
+        try:
+            return dispatch(argv)
+        except RunInterrupted as interruption:  # while dispatch said why it ended (torchrun ending rank 1, say)
+            return 128 + interruption.signal_number
+        finally:
+            distributed.stop()
 
 
 def dispatch(argv: Optional[list[str]]) -> int:
     args = None
+    print_paths_as_they_are()
     try:
         args = parse_args(argv)
         if args.evaluate:
@@ -428,21 +479,20 @@ def dispatch(argv: Optional[list[str]]) -> int:
             run(args)
     except (UsageError, data.DataError, RunFileError) as error:
         return fail(f"train.py: error: {error}", 2)
-    except torch.OutOfMemoryError:
-        return fail(f"train.py: error: out of GPU memory with --batch-size {args.batch_size}; try a smaller batch "
-                    "(the paper's is 128)", 2)
     except Diverged as divergence:
         return fail(f"train.py: stopped: {divergence}", 1)
     except torch.distributed.DistError as error:  # every process says this one: any may be the one that saw it
         print(f"train.py: error: rank {os.environ.get('RANK')}: another process of this run stopped or cannot be "
               f"reached ({type(error).__name__}); the last finished epoch is kept", file=sys.stderr)
         return 1
+    except RuntimeError as error:  # torch.OutOfMemoryError is one (DistError too: caught above)
+        memory = memory_that_ran_out(error)
+        if memory is None:
+            raise
+        return fail(f"train.py: error: out of {memory} memory with --batch-size {args.batch_size}; try a smaller batch "
+                    "(the paper's is 128)", 2)
     except RunInterrupted as interruption:
-        if interruption.epochs_done:
-            outcome = f"with {interruption.epochs_done} finished epochs saved; continue with: {resume_command(args)}"
-        else:
-            outcome = "before its first epoch finished; nothing was saved"
-        say(f"train.py: stopped by {interruption} {outcome}", to_stderr=True)
+        say(f"train.py: stopped by {interruption}{what_is_kept(args, interruption.epochs_done)}", to_stderr=True)
         return 128 + interruption.signal_number
     except BrokenPipeError:
         # Whoever read the output went away (`train.py | head`, say). Everything written so far is
@@ -455,4 +505,6 @@ def dispatch(argv: Optional[list[str]]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    ignore_stop_signals()
+    sys.exit(status)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> dict:
     generator = torch.Generator(device=runtime.device).manual_seed(args.seed)
     eval_images = 10 * passes.eval_batch_size(runtime.device)
     test_loader = passes.eval_loader(data.random_split(eval_images, classes, random_images), normalization, runtime.device)
-    stop = StopSignals()  # not installed: Ctrl-C stops a benchmark at once
+    stop = StopSignals()  # not installed: train.main's own handler ends a benchmark at once, in one line
     mixing = make_mixing(args, classes)
 
     def train_steps(steps: int) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,13 @@ def progress_bar(total: int, description: str):
     if not sys.stderr.isatty() or not distributed.is_main_process():
         return contextlib.nullcontext()
     return tqdm(total=total, desc=description, leave=False)
+
+
+def print_paths_as_they_are() -> None:
+    """A path need not be UTF-8: Python holds its odd bytes as surrogates, which standard output
+    refuses under a UTF-8 locale outside Python's UTF-8 mode. It now prints them as the bytes they were."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")
 
 
 def say(line: str, to_stderr: bool = False) -> None:

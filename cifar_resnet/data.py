@@ -21,6 +21,7 @@ import torch
 
 from cifar_resnet import unpickler
 from cifar_resnet.augment import Augmentation
+from cifar_resnet.fields import printable
 
 IMAGE_SHAPE = (3, 32, 32)
 MAX_CLASS_NAME = 64  # characters; CIFAR-100's longest fine name has 13
@@ -205,7 +206,7 @@ def fingerprint(folder: Path, source: Source = CIFAR10) -> dict:
     re-encoded or generated copy in the same format is told apart from CIFAR itself."""
     names = (*source.train_files, *source.test_files)
     md5 = {name: file_digest(Path(folder) / name) for name in names}
-    return {"name": source.name, "folder": str(folder), "md5": md5,
+    return {"name": source.name, "folder": printable(str(folder)), "md5": md5,
             "official": list(md5.values()) == list(source.official_md5)}
 
 

@@ -91,10 +91,18 @@ def wrap(model: nn.Module, processes: Processes, device: torch.device, sync_bn: 
     if not processes.distributed:
         return model
     if sync_bn:
-        if device.type != "cuda":
-            raise UsageError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def check_sync_bn(processes: Processes, device: torch.device, resumed: bool) -> None:
+    """--sync-bn where it does something: over several processes, on GPUs. A run started with it
+    may continue in one process (its parts record how many each had)."""
+    if processes.distributed and device.type != "cuda":
+        raise UsageError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
+    if not processes.distributed and not resumed:
+        raise UsageError("--sync-bn synchronises BatchNorm over torchrun's processes, and one process has nothing to "
+                         "synchronise: start the run with torchrun, or without --sync-bn")
 
 
 def sum_over_processes(*tensors: torch.Tensor) -> None:

@@ -7,6 +7,7 @@ the fields that are tensors.
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional
 
 MAX_SCHEDULE_STEPS = 10**7  # 150 times the paper's 64k; the lr figure draws each step
@@ -20,6 +21,21 @@ REQUIRED_CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_a
 
 # --------------------------------------------------------------------------------------------
 # What each field must be (checkpoints.py uses these too)
+
+
+def printable(text: str) -> str:
+    """``text`` as a record may hold it: itself where every character prints; else each character
+    that does not (a tab, an escape code, a byte of a file name that is not UTF-8) and each backslash
+    written as \\xNN and \\\\, as bash's $'...' reads them back."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() and char != "\\" else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    if char == "\\":
+        return "\\\\"
+    return "".join(f"\\x{byte:02x}" for byte in os.fsencode(char))  # a name's odd byte: the byte it was
 
 
 def is_number(value) -> bool:
@@ -96,7 +112,7 @@ def is_part(value) -> bool:
 
 
 def _is_text(value) -> bool:
-    return isinstance(value, str)
+    return isinstance(value, str) and value.isprintable()  # no newline or escape code to forge a line with
 
 
 def _is_counts(value) -> bool:
@@ -129,8 +145,9 @@ def _is_record(value) -> bool:
 
 
 def _is_run_settings(value) -> bool:
-    """A run's recorded settings, as far as the readers use them (the sweep compares the rest by value)."""
-    return (isinstance(value, dict) and is_count(value.get("seed")) and value["seed"] < 2**64
+    """A run's recorded settings: plain data, with the seed and data set the readers use (the sweep
+    compares the rest by value, and shows those that differ)."""
+    return (isinstance(value, dict) and _is_plain_data(value) and is_count(value.get("seed")) and value["seed"] < 2**64
             and value.get("dataset", "cifar10") in DATASETS)
 
 
@@ -206,8 +223,10 @@ def summary_text(result: dict) -> str:
                      f"{result['early_stopped']['reason']}")
     elif result["status"] != "finished":
         stopped = f", stopped by {result['stopped_by']}" if "stopped_by" in result else ""
+        advice = ("continue it with --resume" if result["epochs_done"] else
+                  "nothing to resume: if it is not running, run the same command to start it again")
         lines.append(f"{result['status'].upper()}: {result['epochs_done']} of {result['epochs']} epochs done{stopped}; "
-                     "continue it with --resume")
+                     + advice)
     if "final_test_acc" in result:
         lines.append(f"final test accuracy: {result['final_test_acc']:.2f}%  "
                      f"(test error {100 - result['final_test_acc']:.2f}%)  <- the result")

@@ -26,7 +26,7 @@ from cifar_resnet.data import SOURCES
 from cifar_resnet.errors import ReportError
 from cifar_resnet.paper import CIFAR_DEPTHS, FIGURE6_PANELS, FIGURE7_MODELS, PAPER_ERROR, depth_of, model_order
 from cifar_resnet.recipe import lr_history
-from cifar_resnet.runfolder import atomic_write, own_folder
+from cifar_resnet.runfolder import atomic_write, own_folder, written_together
 from resnet import MODELS
 
 PLOT_NAMES = ("confusion_matrix.png", "loss_acc_curves.png", "lr_curve.png", "predictions.png")
@@ -225,7 +225,8 @@ def data_caveat(result: Optional[dict]) -> str:
 
 
 def draw_run(folder: Path) -> list[Path]:
-    """Draw every figure of the run in ``folder`` into folder/plots; returns the paths drawn.
+    """Draw every figure of the run in ``folder`` into folder/plots, replacing the old ones as a set;
+    returns the paths drawn.
 
     The curves need the CSV; the confusion matrix and predictions need the test predictions file,
     and are left out where a run has none (only its CSV was copied, say).
@@ -234,21 +235,22 @@ def draw_run(folder: Path) -> list[Path]:
     if files is None or not files.csv.is_file():
         raise ReportError(f"{folder} holds no <Model>_results.csv")
     history = files.read_history()
-    own_folder(files.plots)
-    drawn = [files.plots / "loss_acc_curves.png", files.plots / "lr_curve.png"]
-    result = files.read_result()
-    schedule, steps_per_epoch = run_schedule(result)
-    name = files.model + data_caveat(result)
-    plot_curves(history, drawn[0], name, schedule, steps_per_epoch)
-    plot_lr(history, drawn[1], name, schedule, steps_per_epoch)
-    saved = files.read_predictions()
-    if saved is not None:
-        labels, predictions = saved["labels"].long().numpy(), saved["predictions"].long().numpy()
-        images, classes = saved["sample_images"].numpy(), saved["classes"]
-        title = f"{name}, epoch {saved['epoch']}"
-        drawn += [files.plots / "confusion_matrix.png", files.plots / "predictions.png"]
-        plot_confusion(labels, predictions, classes, drawn[2], title)
-        plot_predictions(images, labels[: len(images)], predictions[: len(images)], classes, drawn[3], title)
+    with written_together():  # the figures of one moment of the run, never some old and some new
+        own_folder(files.plots)
+        drawn = [files.plots / "loss_acc_curves.png", files.plots / "lr_curve.png"]
+        result = files.read_result()
+        schedule, steps_per_epoch = run_schedule(result)
+        name = files.model + data_caveat(result)
+        plot_curves(history, drawn[0], name, schedule, steps_per_epoch)
+        plot_lr(history, drawn[1], name, schedule, steps_per_epoch)
+        saved = files.read_predictions()
+        if saved is not None:
+            labels, predictions = saved["labels"].long().numpy(), saved["predictions"].long().numpy()
+            images, classes = saved["sample_images"].numpy(), saved["classes"]
+            title = f"{name}, epoch {saved['epoch']}"
+            drawn += [files.plots / "confusion_matrix.png", files.plots / "predictions.png"]
+            plot_confusion(labels, predictions, classes, drawn[2], title)
+            plot_predictions(images, labels[: len(images)], predictions[: len(images)], classes, drawn[3], title)
     return drawn
 
 

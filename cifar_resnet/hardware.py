@@ -206,18 +206,33 @@ def choose_kernels(*, deterministic: bool, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def ignore_stop_signals() -> None:
+    """The command's work is complete and written: what is left (a line on screen, letting go of
+    the folder, exiting) takes a moment, and a signal then would only turn success into failure.
+    A StopSignals that is still active restores its predecessors when it ends."""
+    if threading.current_thread() is threading.main_thread():
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+
+
 class StopSignals:
     """While active, SIGINT and SIGTERM only ask the run to stop at the next step boundary, so
     the last checkpoint (the end of the last finished epoch) stays the state to resume from.
-    A second signal stops at once (that process only: torchrun then ends the others)."""
+    A second signal stops at once (that process only: torchrun then ends the others), and so
+    does the first with ``at_once``: what a command does outside its epochs (start-up, a
+    benchmark, an evaluation) has nothing to save, so it ends there with one line, not a traceback."""
 
-    def __init__(self) -> None:
+    def __init__(self, at_once: bool = False) -> None:
+        self.at_once = at_once
         self.received: Optional[int] = None
         self._previous: dict = {}
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
-            for number in (signal.SIGINT, signal.SIGTERM):
+            for number in STOP_SIGNALS:
                 self._previous[number] = signal.signal(number, self._handle)
         return self
 
@@ -226,7 +241,7 @@ class StopSignals:
             signal.signal(number, handler)
 
     def _handle(self, number: int, _frame) -> None:
-        if self.received is not None:
+        if self.at_once or self.received is not None:
             raise RunInterrupted(number)  # from wherever the program is: atomic writes stay whole
         self.received = number
 

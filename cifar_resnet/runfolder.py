@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import glob
 import io
 import json
 import os
@@ -28,8 +29,9 @@ import secrets
 import shutil
 import stat
 import tempfile
+from contextvars import ContextVar
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Optional, Sequence, TypeVar
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 from cifar_resnet.errors import UsageError
 from cifar_resnet.fields import COMPLETE, CSV_COLUMNS, REQUIRED_CSV_COLUMNS, summary_problem, summary_text
@@ -43,7 +45,7 @@ Folder = TypeVar("Folder", bound="RunFolder")
 
 
 class RunFileError(Exception):
-    """A run's file exists but cannot be used; the message names it and says why."""
+    """A run's file exists but cannot be used, or cannot be written; the message names it and says why."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,16 +67,69 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     ``path`` (atomic on POSIX and Windows): a process killed at any moment leaves the old file or
     the new one, never half of one. The temporary file gets a fresh random name and is created
     exclusively, and a rename replaces a symlink at ``path`` rather than following it, so no
-    planted link can redirect a write."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    planted link can redirect a write. Inside ``written_together`` the file waits for the others."""
+    content = io.BytesIO()
+    write(content)  # in memory first: a disk that fails then fails below, with its own reason (torch.save hides it)
+    together = _WRITTEN_TOGETHER.get()
+    if together is None:
+        _replace_files({Path(path): content.getvalue()})
+    else:
+        together[Path(path)] = content.getvalue()
+
+
+_WRITTEN_TOGETHER: ContextVar[Optional[dict]] = ContextVar("written_together", default=None)
+
+
+@contextlib.contextmanager
+def written_together() -> Iterator[None]:
+    """The atomic writes inside become one set: each file is made in memory, and only once all of
+    them are made are they written and renamed into place, one right after another. An error or a
+    signal before that leaves every old file as it was, not some old and some new."""
+    together: dict[Path, bytes] = {}
+    token = _WRITTEN_TOGETHER.set(together)
     try:
-        os.fchmod(descriptor, FILE_MODE)
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-        os.replace(temporary, path)
+        yield
     finally:
-        Path(temporary).unlink(missing_ok=True)  # only left where write() failed
+        _WRITTEN_TOGETHER.reset(token)
+    _replace_files(together)
+
+
+def _replace_files(contents: dict[Path, bytes]) -> None:
+    temporaries: dict[Path, Path] = {}
+    try:
+        for path, content in contents.items():
+            with failures_named(path):
+                descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+                temporaries[path] = Path(name)
+                with os.fdopen(descriptor, "wb") as file:
+                    os.fchmod(descriptor, FILE_MODE)
+                    file.write(content)
+        for path, temporary in temporaries.items():
+            with failures_named(path):
+                os.replace(temporary, path)
+    finally:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)  # only left where a write failed
+
+
+def remove_leftovers_of(path: Path) -> None:
+    """Delete the temporary files that a killed atomic write of ``path`` left behind."""
+    _remove_files(path.parent.glob(f".{glob.escape(path.name)}.*{TEMPORARY_SUFFIX}"))
+
+
+def _remove_files(paths: Iterable[Path]) -> None:
+    for path in paths:
+        if path.is_symlink() or path.is_file():  # anything else of that name was not made here
+            path.unlink()
+
+
+@contextlib.contextmanager
+def failures_named(path: Path) -> Iterator[None]:
+    """An OSError inside (a full disk, a quota, a read-only folder) becomes one RunFileError naming ``path``."""
+    try:
+        yield
+    except OSError as error:
+        raise RunFileError(f"cannot write {path} ({error.strerror or error})") from None
 
 
 def read_small_file(path: Path, limit: int) -> bytes:
@@ -93,7 +148,8 @@ def read_small_file(path: Path, limit: int) -> bytes:
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda file: file.write(text.encode()))
+    # A folder's name need not be UTF-8 (Python holds the odd bytes as surrogates): written back as they were.
+    atomic_write(path, lambda file: file.write(text.encode(errors="surrogateescape")))
 
 
 def own_folder(path: Path) -> Path:
@@ -119,7 +175,8 @@ def link_atomically(source: Path, path: Path) -> None:
             atomic_write(path, lambda file: shutil.copyfileobj(original, file))
         return
     try:
-        os.replace(temporary, path)
+        with failures_named(path):
+            os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -226,9 +283,7 @@ class RunFolder:
     def remove_leftovers(self) -> None:
         """Delete the temporary files that a killed process left behind (files only: anything
         else of that name was not made here)."""
-        for leftover in self.folder.glob("**/.*" + TEMPORARY_SUFFIX):
-            if leftover.is_symlink() or leftover.is_file():
-                leftover.unlink()
+        _remove_files(self.folder.glob("**/.*" + TEMPORARY_SUFFIX))
 
     def write_history(self, rows: list[dict]) -> None:
         """The CSV of ``rows``, each made by csv_row."""

@@ -15,6 +15,7 @@ from typing import Optional
 
 from cifar_resnet import data, distributed
 from cifar_resnet.errors import UsageError
+from cifar_resnet.fields import printable
 from cifar_resnet.hardware import COMPILE_MIN_EPOCHS, COMPILE_MODES, Runtime
 from cifar_resnet.paper import RECIPE
 from cifar_resnet.recipe import DEFAULT_STEP_SIZE, OPTIMIZERS, PRESETS, SCHEDULES, warms_up
@@ -66,8 +67,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if preset.warmup_share and "warmup_epochs" not in args.given:
         args.warmup_epochs = round(preset.warmup_share * args.epochs, 6)
     check_args(args, preset.defaults.get("model", RECIPE["model"]))
-    args.command = " ".join([distributed.launcher(), shlex.join(["train.py", *(sys.argv[1:] if argv is None else argv)])])
+    words = ["train.py", *(sys.argv[1:] if argv is None else argv)]
+    args.command = " ".join([distributed.launcher(), *map(shell_word, words)])
     return args
+
+
+def shell_word(word: str) -> str:
+    """``word`` as bash reads it back: shlex's quoting, or $'...' where a character does not print."""
+    return shlex.quote(word) if word.isprintable() else "$'" + printable(word).replace("'", "\\'") + "'"
 
 
 def count_or_fraction(text: str) -> float:
@@ -328,7 +335,7 @@ def check_saved(saved: dict) -> None:
 def recorded(args: argparse.Namespace) -> dict:
     """The settings a run records (checkpoint, summary): every argument but the command flags, as
     strings, numbers and lists, which weights_only loading accepts."""
-    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
+    return {key: printable(str(value)) if isinstance(value, Path) else value for key, value in vars(args).items()
             if key not in COMMAND_FLAGS}
 
 

@@ -36,7 +36,7 @@ from cifar_resnet.paper import (
     model_order,
 )
 from cifar_resnet.recipe import PRESETS
-from cifar_resnet.runfolder import RunFolder, csv_text, write_text
+from cifar_resnet.runfolder import RunFolder, csv_text, remove_leftovers_of, write_text, written_together
 from cifar_resnet.verdict import RULE, confidence_interval, verdict
 
 SOURCE_NAMES = {name: source.name for name, source in DATA_SOURCES.items()}  # cifar100 -> CIFAR-100
@@ -272,7 +272,8 @@ def recipe_caveat(runs: dict[str, list[dict]]) -> str:
 
 def write_sweep_report(root: Path) -> list[Path]:
     """summary.md, summary.csv, depth_vs_error.png, figure6.png and figure7.png in ``root`` for the
-    CIFAR-10 runs; the same names with -cifar100 for the CIFAR-100 runs."""
+    CIFAR-10 runs; the same names with -cifar100 for the CIFAR-100 runs. They replace the old ones
+    as a set: a report that fails or is stopped leaves the old set whole."""
     sweep = find_runs(root)
     if not sweep.finished:
         raise ReportError(f"no finished runs (<Model>_results.json) under {root}")
@@ -280,8 +281,9 @@ def write_sweep_report(root: Path) -> list[Path]:
     for group, runs in sweep.finished.items():
         by_dataset.setdefault(dataset_of(runs[0]), {})[group] = runs
     outputs = []
-    for dataset, groups in sorted(by_dataset.items()):
-        outputs += write_dataset_report(Path(root), dataset, groups, sweep)
+    with written_together():
+        for dataset, groups in sorted(by_dataset.items()):
+            outputs += write_dataset_report(Path(root), dataset, groups, sweep)
     return outputs
 
 
@@ -293,6 +295,8 @@ def write_dataset_report(root: Path, dataset: str, groups: dict[str, list[dict]]
     outputs = [root / f"{name}{suffix}{extension}" for name, extension in
                (("summary", ".md"), ("summary", ".csv"), ("depth_vs_error", ".png"), ("figure6", ".png"),
                 ("figure7", ".png"))]
+    for path in outputs:
+        remove_leftovers_of(path)
     write_text(outputs[0], summary_markdown(rows, dataset, missing, sweep))
     write_text(outputs[1], csv_text(rows, SUMMARY_COLUMNS))
     caveat = recipe_caveat(runs)

@@ -3,6 +3,7 @@ one line and exit status 2 for every bad input (issue 11)."""
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import report
 import sweep
 import train
 from cifar_fixture import make_cifar, run_args, write_pickle
-from cifar_resnet import data
+from cifar_resnet import data, fields, settings
 from cifar_resnet.checkpoints import RunFiles
 from helpers import ONE_THREAD_PER_JOB, TINY_SWEEP, stopped_by_sigterm
 
@@ -180,7 +181,61 @@ def test_a_stop_before_the_first_epoch_does_not_advise_resuming(data_dir, tmp_pa
 
     monkeypatch.setattr(passes, "train_one_epoch", stopped_by_sigterm)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 128 + signal.SIGTERM
-    assert_one_line(capsys, "stopped by SIGTERM before its first epoch finished; nothing was saved")
+    assert_one_line(capsys, "stopped by SIGTERM before its first epoch finished, so there is nothing to resume: "
+                            "run the same command to start it again")
+    summary = (tmp_path / "ResNet20" / "ResNet20_results.txt").read_text()
+    assert "run the same command to start it again" in summary and "--resume" not in summary
+
+
+def test_ctrl_c_while_the_data_is_read_is_one_line_and_leaves_no_folder(data_dir, tmp_path, monkeypatch, capsys):
+    def interrupted(*_args):
+        signal.raise_signal(signal.SIGINT)  # as Ctrl-C would, handled by whatever handler is installed
+
+    monkeypatch.setattr(data, "load_dataset", interrupted)
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 128 + signal.SIGINT
+    assert_one_line(capsys, "stopped by SIGINT before its first epoch finished")
+    assert not (tmp_path / "ResNet20").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's handler is back
+
+
+def test_ctrl_c_while_pytorch_loads_is_one_line():
+    process = subprocess.Popen([sys.executable, "train.py", "--model", "ResNet20"], cwd=ROOT, stderr=subprocess.PIPE,
+                               text=True)
+    subprocess.run(["sleep", "0.5"])  # PyTorch's import takes seconds
+    process.send_signal(signal.SIGINT)
+    _, error = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT
+    assert error.count("\n") == 1 and "stopped by SIGINT" in error and "Traceback" not in error
+
+
+def signal_while_the_figures_are_drawn(monkeypatch, signals):
+    from cifar_resnet import figures
+
+    draw_run = figures.draw_run
+
+    def interrupted(folder):
+        for _ in range(signals):
+            signal.raise_signal(signal.SIGTERM)
+        draw_run(folder)
+
+    monkeypatch.setattr(figures, "draw_run", interrupted)
+
+
+def test_sigterm_while_the_final_figures_are_drawn_says_the_run_finished(data_dir, tmp_path, monkeypatch, capsys):
+    signal_while_the_figures_are_drawn(monkeypatch, signals=1)
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 0
+    assert_one_line(capsys, "SIGTERM came as the run was finishing; it finished")
+    assert RunFiles.of(tmp_path, "ResNet20").state() == "finished"
+
+
+def test_a_second_sigterm_while_the_final_figures_are_drawn_keeps_the_run_resumable(data_dir, tmp_path, monkeypatch,
+                                                                                  capsys):
+    signal_while_the_figures_are_drawn(monkeypatch, signals=2)
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 128 + signal.SIGTERM
+    assert_one_line(capsys, "stopped by SIGTERM with 1 finished epochs saved; continue with:")
+    monkeypatch.undo()
+    assert train.main(run_args(data_dir, tmp_path, "--resume")) == 0
+    assert RunFiles.of(tmp_path, "ResNet20").state() == "finished"
 
 
 def test_non_finite_batchnorm_statistics_are_a_divergence_not_a_good_epoch(data_dir, tmp_path, monkeypatch, capsys):
@@ -312,8 +367,13 @@ def negative_error(path):
     path.write_text(json.dumps({**json.loads(path.read_text()), "final_test_error": -3.0}))
 
 
+def escape_code_in_a_setting(path):
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "settings": {**result["settings"], "optimizer": "sgd\x1b[2J"}}))
+
+
 @pytest.mark.parametrize("break_summary", [nested_json, link_to_dev_zero, link_to_a_summary_elsewhere,
-                                           impossible_numbers, negative_error])
+                                           impossible_numbers, negative_error, escape_code_in_a_setting])
 def test_a_summary_that_cannot_be_read_safely_is_unreadable_everywhere_and_never_averaged(
         two_epoch_run, tmp_path, capsys, monkeypatch, break_summary):
     for seed in (0, 1):
@@ -374,3 +434,85 @@ def test_a_file_where_tensorboard_s_folder_belongs_is_one_line(data_dir, tmp_pat
     (run / "tensorboard").write_text("not a folder")
     assert train.main(run_args(data_dir, tmp_path / "results", "--epochs", "1", "--tensorboard")) == 2
     assert_one_line(capsys, "tensorboard is a file where the run keeps a folder")
+
+
+def test_cpu_memory_running_out_in_a_benchmark_is_one_line(monkeypatch, capsys):
+    from cifar_resnet import benchmark
+
+    monkeypatch.setattr(benchmark.passes, "train_one_epoch", lambda *_args: torch.empty(1 << 50, dtype=torch.uint8))
+    assert train.main(["--model", "ResNet20", "--benchmark", "--compile", "off", "--device", "cpu"]) == 2
+    assert_one_line(capsys, "out of CPU memory with --batch-size 128; try a smaller batch")
+
+
+def test_a_write_that_the_disk_refuses_is_one_line_and_leaves_no_half_file(data_dir, tmp_path, capsys):
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel's signal ends the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, limit[1]))  # as a full disk: a write past 200 KB fails
+    try:
+        status = train.main(run_args(data_dir, tmp_path, "--epochs", "1"))  # the checkpoint has 1.1 MB
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, previous)
+    folder = tmp_path / "ResNet20"
+    assert status == 2
+    assert_one_line(capsys, f"cannot write {folder / 'ResNet20_last.pth'} (File too large)")
+    assert sorted(path.name for path in folder.iterdir()) == [".lock", "ResNet20_results.json", "ResNet20_results.txt"]
+
+
+@pytest.mark.slow
+def test_a_folder_name_that_is_not_utf8_is_reported_as_the_bytes_it_is(two_epoch_run, tmp_path):
+    shutil.copytree(two_epoch_run, tmp_path / "seed0" / "ResNet20")
+    odd = tmp_path / os.fsdecode(b"seed1\xff") / "ResNet20"
+    shutil.copytree(two_epoch_run, odd)
+    (odd / "ResNet20_results.json").write_text("{}")  # listed as unreadable, by its name
+    assert report.main(["--summary", str(tmp_path)]) == 0
+    assert os.fsencode(odd) in (tmp_path / "summary.md").read_bytes()
+    strict = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # as standard output is under a UTF-8 locale
+    done = subprocess.run([sys.executable, "report.py", odd], cwd=ROOT, env=strict, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert b"wrote " + os.fsencode(odd) in done.stdout
+
+
+def test_sync_bn_in_one_process_is_refused_for_a_new_run_only(two_epoch_run, data_dir, tmp_path, capsys):
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--sync-bn")) == 2
+    assert_one_line(capsys, "--sync-bn synchronises BatchNorm over torchrun's processes")
+    assert not tmp_path.joinpath("ResNet20").exists()
+    started_with_torchrun = forged_checkpoint(two_epoch_run / "ResNet20_last.pth", tmp_path / "sync.pth",
+                                              lambda checkpoint: checkpoint["args"].update(sync_bn=True))
+    assert train.main(run_args(data_dir, tmp_path, "--resume", str(started_with_torchrun))) == 0
+    assert RunFiles.of(tmp_path, "ResNet20").state() == "finished"
+
+
+@pytest.mark.parametrize("word", ["results\udcff", "two\twords", "it's\nhere", "back\\slash\x1b[2J", "plain name"])
+def test_a_recorded_command_reads_back_as_the_same_bytes_in_bash(word):
+    assert fields.printable(word).isprintable()
+    echoed = subprocess.run(["bash", "-c", f"printf %s {settings.shell_word(word)}"], capture_output=True, check=True)
+    assert echoed.stdout == os.fsencode(word)
+
+
+def test_a_run_in_a_folder_whose_name_does_not_print_records_it_printably(data_dir, tmp_path):
+    results = tmp_path / "tab\there\udcff"
+    assert train.main(run_args(data_dir, results, "--epochs", "1")) == 0
+    result = RunFiles.of(results, "ResNet20").read_result()
+    assert result["status"] == "finished"
+    assert result["settings"]["results_dir"] == str(tmp_path / "tab\\x09here\\xff")
+    assert result["command"].endswith(f"--results-dir $'{tmp_path}/tab\\x09here\\xff' --epochs 1")
+
+
+def test_a_report_stopped_part_way_leaves_the_old_set_whole_and_no_leftovers(two_epoch_run, tmp_path, monkeypatch,
+                                                                           capsys):
+    from cifar_resnet import figures
+
+    shutil.copytree(two_epoch_run, tmp_path / "a" / "ResNet20")
+    assert report.main(["--summary", str(tmp_path)]) == 0
+    names = ("summary.md", "summary.csv", "depth_vs_error.png", "figure6.png", "figure7.png")
+    old_set = {name: (tmp_path / name).read_bytes() for name in names}
+    summary = shutil.copytree(two_epoch_run, tmp_path / "b" / "ResNet20") / "ResNet20_results.json"
+    result = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**result, "settings": {**result["settings"], "seed": 1}}))  # a second seed
+    (tmp_path / ".summary.md.f00d.tmp").write_text("left by a report killed while it renamed its files")
+    monkeypatch.setattr(figures, "plot_figure7", lambda *_args: signal.raise_signal(signal.SIGINT))  # Ctrl-C
+    assert report.main(["--summary", str(tmp_path)]) == 128 + signal.SIGINT
+    assert_one_line(capsys, "report.py: stopped; every file it was writing is as it was")
+    assert {name: (tmp_path / name).read_bytes() for name in names} == old_set
+    assert list(tmp_path.glob(".*")) == []

@@ -170,7 +170,7 @@ def test_an_overwrite_stopped_in_its_first_epoch_leaves_nothing_of_the_run_it_re
     monkeypatch.undo()
     capsys.readouterr()
     assert train.main(run_args(data_dir, tmp_path, "--resume")) == 2  # the old run is gone, not resumed
-    assert "no checkpoint at" in capsys.readouterr().err
+    assert "holds no checkpoint of ResNet20 to resume" in capsys.readouterr().err
 
 
 @pytest.mark.slow
