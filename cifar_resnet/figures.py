@@ -258,6 +258,13 @@ def draw_run(folder: Path) -> list[Path]:
 # The sweep's figures
 
 
+def add_caveat(fig: Figure, caveat: str) -> None:
+    """The caveat's lines under the panels, where the layout engine keeps room for them (in a title
+    they were drawn over the panels' own titles)."""
+    if caveat:
+        fig.supxlabel(caveat, fontsize=9, color="dimgrey")
+
+
 def no_runs_note(ax: Axes, models) -> None:
     ax.text(0.5, 0.5, "no runs of\n" + ", ".join(models), ha="center", va="center", transform=ax.transAxes,
             color="grey")
@@ -269,42 +276,47 @@ def model_colour(model: str):
     return palette[list(MODELS).index(model) % len(palette)] if model in MODELS else "grey"
 
 
+# depth_vs_error.png: one colour and line style per family, told apart at a glance
+FAMILY_STYLES = (("Plain", "plain nets", "tab:blue", "--"), ("ResNet", "ResNets", "tab:red", "-"))
+
+
 def plot_depth_vs_error(runs: dict[str, list[dict]], path: Path, dataset: str = "cifar10", caveat: str = "") -> Figure:
-    """Final test error against depth: each run a dot in its model's colour, each family's mean a
-    black line (ResNets solid, plain nets dashed); the paper's ResNets as crosses. ``caveat``: lines
-    added to the title (runs not at the paper's recipe, say)."""
-    fig = Figure(figsize=(7, 4.5))
+    """Final test error against depth: per family (FAMILY_STYLES) each run a dot and the mean a line;
+    the paper's ResNets as grey crosses. ``caveat``: lines under the figure (runs not at the paper's
+    recipe, say)."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
-    for family, label, style in (("Plain", "plain", "--o"), ("ResNet", "ResNet", "-o")):
+    for family, label, colour, linestyle in FAMILY_STYLES:
         models = [model for model in model_order(runs) if model.startswith(family) and depth_of(model) in CIFAR_DEPTHS]
         if not models:
             continue
         depths = [depth_of(model) for model in models]
-        ax.plot(depths, [np.mean([run["final_test_error"] for run in runs[m]]) for m in models], style, color="black",
-                label=f"{label} (ours, mean)", markersize=3)
+        ax.plot(depths, [np.mean([run["final_test_error"] for run in runs[m]]) for m in models], linestyle,
+                color=colour, linewidth=2, label=f"{label}, ours: mean (line), runs (dots)")
         for model in models:
             errors = [run["final_test_error"] for run in runs[model]]
-            ax.scatter([depth_of(model)] * len(errors), errors, color=model_colour(model), s=24, label=model, zorder=3)
+            ax.scatter([depth_of(model)] * len(errors), errors, color=colour, s=24, alpha=0.6, zorder=3)
     if dataset == "cifar10":
-        ax.plot([depth_of(m) for m in PAPER_ERROR], list(PAPER_ERROR.values()), "x:", color="grey",
-                label="ResNet (paper)")
+        ax.plot([depth_of(m) for m in PAPER_ERROR], list(PAPER_ERROR.values()), "x:", color="grey", markersize=8,
+                label="ResNets, the paper")
     ax.set_xscale("log")
     ax.set_xticks(CIFAR_DEPTHS, labels=[str(depth) for depth in CIFAR_DEPTHS])
     ax.set_xlabel("depth (layers)")
     ax.set_ylabel("final test error (%)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        ax.legend()
     else:
         no_runs_note(ax, ["the paper's ResNets or plain nets"])
-    ax.set_title(f"{SOURCES[dataset].name} test error against depth" + caveat)
+    ax.set_title(f"{SOURCES[dataset].name} test error against depth")
+    add_caveat(fig, caveat)
     save_figure(fig, path)
     return fig
 
 
 def plot_figure6(runs: dict[str, list[dict]], path: Path, dataset: str = "cifar10", caveat: str = "") -> Figure:
     """The paper's Figure 6: training (dashed) and test (bold) error against iterations, first seed of each."""
-    fig = Figure(figsize=(16, 4.5))
+    fig = Figure(figsize=(16, 4.5), layout="constrained")
     axes = fig.subplots(1, 3, sharey=True)
     final_errors = []
     styles = [Line2D([], [], color="black", linestyle="--", linewidth=1, label="dashed: training error"),
@@ -332,7 +344,8 @@ def plot_figure6(runs: dict[str, list[dict]], path: Path, dataset: str = "cifar1
     axes[0].set_ylabel("error (%)")
     if final_errors and max(final_errors) < 20:
         axes[0].set_ylim(0, 20)  # the paper's range; the first epochs' high errors run off the top
-    fig.suptitle(f"Figure 6: training and test error ({SOURCES[dataset].name})" + caveat)
+    fig.suptitle(f"Figure 6: training and test error ({SOURCES[dataset].name})")
+    add_caveat(fig, caveat)
     save_figure(fig, path)
     return fig
 
@@ -340,7 +353,7 @@ def plot_figure6(runs: dict[str, list[dict]], path: Path, dataset: str = "cifar1
 def plot_figure7(runs: dict[str, list[dict]], path: Path, caveat: str = "") -> Figure:
     """The paper's Figure 7: std of each 3x3 layer's response, in layer order (top) and sorted
     (bottom), on a log scale, which keeps every net readable whatever the spread."""
-    fig = Figure(figsize=(9, 7))
+    fig = Figure(figsize=(9, 7), layout="constrained")
     ordered_ax, sorted_ax = fig.subplots(2, 1)
     present = [model for model in FIGURE7_MODELS if model in runs and "layer_response_std" in runs[model][0]]
     for model in present:
@@ -361,7 +374,7 @@ def plot_figure7(runs: dict[str, list[dict]], path: Path, caveat: str = "") -> F
             ax.set_yscale("log")
         ax.set_ylabel("std")
         ax.grid(alpha=0.3, which="both")
-    ordered_ax.set_title("standard deviation of 3x3 layer responses (after BN, before ReLU / addition)"
-                         + caveat)
+    ordered_ax.set_title("standard deviation of 3x3 layer responses (after BN, before ReLU / addition)")
+    add_caveat(fig, caveat)
     save_figure(fig, path)
     return fig

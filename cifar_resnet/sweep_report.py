@@ -260,14 +260,14 @@ def summary_markdown(rows: list[dict], dataset: str, missing: list[str], sweep: 
 
 
 def recipe_caveat(runs: dict[str, list[dict]]) -> str:
-    """A title's note when a figure draws runs that are not at the paper's recipe, or on other
-    files than the official CIFAR ones."""
-    caveat = ""
+    """A figure's note (its lines, or "") when it draws runs that are not at the paper's recipe, or
+    on other files than the official CIFAR ones."""
+    lines = []
     if any(deviations(model_runs[0], PAPER_RECIPE) for model_runs in runs.values()):
-        caveat += "\n† not at the paper's recipe (see summary.md): not comparable with the paper's numbers"
+        lines.append("† not at the paper's recipe (see summary.md): not comparable with the paper's numbers")
     if any(official_data(run) is False for model_runs in runs.values() for run in model_runs):
-        caveat += "\nsome runs read other files than the official CIFAR ones (see summary.md)"
-    return caveat
+        lines.append("some runs read other files than the official CIFAR ones (see summary.md)")
+    return "\n".join(lines)
 
 
 def write_sweep_report(root: Path) -> list[Path]:

@@ -1,6 +1,7 @@
 """run.sh and the sweep report (report.py --summary)."""
 
 import csv
+import itertools
 import json
 import shlex
 import statistics
@@ -8,6 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
+from matplotlib.text import Text
 
 import report
 import sweep as sweep_module
@@ -191,12 +195,36 @@ def test_sweep_figures_give_each_model_one_colour_and_explain_their_line_styles(
                 if line.get_label() in ("ResNet20", "Plain20")}
 
     assert colours(figure6) == colours(figure7) and colours(figure6)["ResNet20"] != colours(figure6)["Plain20"]
-    dots = {collection.get_label(): tuple(collection.get_facecolor()[0][:3]) for collection in depth.axes[0].collections}
-    assert dots["ResNet20"] == pytest.approx(colours(figure7)["ResNet20"][:3])
+    means = {line.get_label().split(",")[0]: (line.get_color(), line.get_linestyle()) for line in depth.axes[0].get_lines()
+             if "ours" in line.get_label()}
+    assert means["ResNets"][0] != means["plain nets"][0] and means["ResNets"][1] != means["plain nets"][1]
+    dots = [to_hex(collection.get_facecolor()[0]) for collection in depth.axes[0].collections]
+    assert sorted(dots) == sorted(to_hex(colour) for colour, _ in (means["ResNets"], means["plain nets"]))
+    assert all(text.get_fontsize() >= 9 for text in depth.axes[0].get_legend().get_texts())
     legend = [text.get_text() for text in figure6.axes[1].get_legend().get_texts()]
     assert "dashed: training error" in legend and "bold: test error" in legend
     assert all(ax.get_yscale() == "log" for ax in figure7.axes)
     assert all(line.get_marker() == "o" for ax in figure6.axes for line in ax.get_lines())  # 2 epochs: few points
+
+
+def test_a_caveat_collides_with_no_title_label_legend_or_panel(tmp_path):
+    write_fake_run(tmp_path / "seed0" / "ResNet20", "ResNet20", 0, 8.0)
+    write_fake_run(tmp_path / "seed0" / "Plain20", "Plain20", 0, 9.0)
+    runs = sweep_report.runs_by_model(sweep_report.find_runs(tmp_path).finished)
+    caveat = "\n".join(["† not at the paper's recipe (see summary.md): not comparable with the paper's numbers",
+                        "some runs read other files than the official CIFAR ones (see summary.md)", "a third line"])
+    for plot in (figures.plot_figure6, figures.plot_depth_vs_error, figures.plot_figure7):
+        fig = plot(runs, tmp_path / "figure.png", caveat=caveat)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        ticks = {id(label) for ax in fig.axes for label in ax.get_xticklabels(which="both") + ax.get_yticklabels(which="both")}
+        texts = [text for text in fig.findobj(Text) if text.get_visible() and text.get_text() and id(text) not in ticks]
+        boxes = {text.get_text(): text.get_window_extent(renderer) for text in texts}
+        assert not [(a, b) for a, b in itertools.combinations(boxes, 2) if boxes[a].overlaps(boxes[b])], plot.__name__
+        panels = [ax.get_window_extent(renderer) for ax in fig.axes]
+        assert not any(text.get_window_extent(renderer).overlaps(panel) for text in fig.texts for panel in panels)
+        assert caveat in [text.get_text() for text in fig.texts]  # the figure's own line, under the panels
 
 
 def test_other_papers_numbers_are_named_with_their_source(tmp_path):
