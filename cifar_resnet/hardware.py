@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -87,8 +88,9 @@ def setup(args: argparse.Namespace, *, model: str, settings: dict, epochs: int) 
 
 
 def start(args: argparse.Namespace, *, epochs: int) -> Runtime:
-    """The runtime for ``epochs`` epochs of work at the arguments' device, precision, compile and
-    determinism choices (the kernels chosen, the process group joined)."""
+    """The runtime for ``epochs`` epochs of work at the arguments' device, precision, compile,
+    determinism and thread choices (the kernels chosen, the process group joined)."""
+    torch.set_num_threads(pick_threads(args.threads))
     processes = distributed.from_environment()
     device = pick_device(args.device, processes)
     distributed.start(processes, device)
@@ -96,6 +98,46 @@ def start(args: argparse.Namespace, *, epochs: int) -> Runtime:
     compile_mode = pick_compile_mode(args.compile_mode, device, processes) if compiled else None
     choose_kernels(deterministic=args.deterministic, device=device)
     return Runtime(device, pick_precision(args.precision, device), compile_mode, processes)
+
+
+def pick_threads(threads: str) -> int:
+    """--threads: a number, or ``auto``: OMP_NUM_THREADS where it is set (torchrun sets 1 per
+    process), else the CPUs this process may use. Not the machine's count, which a container or a
+    job's CPU set leaves partly to others: threads that wait for a busy CPU slow every step."""
+    if threads != "auto":
+        return int(threads)
+    preset = os.environ.get("OMP_NUM_THREADS", "")
+    return int(preset) if preset.isdigit() and int(preset) > 0 else usable_cpus()
+
+
+def usable_cpus() -> int:
+    """The CPUs of this process's affinity mask (taskset, a Slurm job's CPU set), capped by the CPU
+    quota of its cgroup and the cgroups above it (a container's --cpus)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min([count, *cgroup_cpu_quotas()]))
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_quotas() -> list[int]:
+    """Each CPU limit (cgroup v2's cpu.max, "QUOTA PERIOD" or "max PERIOD") on the way from this
+    process's cgroup up to the root, rounded up to whole CPUs."""
+    try:
+        own = next(line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+    except (OSError, StopIteration):
+        own = "/"
+    quotas = []
+    folder = CGROUP_ROOT / own.strip().lstrip("/")
+    for limits in (folder, *folder.parents):
+        if not limits.is_relative_to(CGROUP_ROOT):
+            break
+        try:
+            quota, period = (limits / "cpu.max").read_text().split()
+            quotas.append(math.ceil(int(quota) / int(period)))
+        except (OSError, ValueError, ZeroDivisionError):  # absent, "max" (no limit), or not numbers
+            continue
+    return quotas
 
 
 def pick_device(name: str, processes: Processes = Processes()) -> torch.device:

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from cifar_resnet import data, distributed
 from cifar_resnet.errors import UsageError
 from cifar_resnet.fields import printable
@@ -33,7 +35,7 @@ SETTINGS = {
     "model": "result", "shortcut": "result", "stem": "result", "dataset": "result", "recipe": "result",
     **{name: "result" for name in RECIPE if name not in ("model", "precision")},
     "seed": "result", "precision": "result", "sync_bn": "result",
-    "device": "host", "compile": "host", "compile_mode": "host", "deterministic": "host", "data_dir": "host",
+    "device": "host", "threads": "host", "compile": "host", "compile_mode": "host", "deterministic": "host", "data_dir": "host",
     "results_dir": "host", "tensorboard": "host",
     "resume": "command", "overwrite": "command", "evaluate": "command", "benchmark": "command",
 }
@@ -75,6 +77,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def shell_word(word: str) -> str:
     """``word`` as bash reads it back: shlex's quoting, or $'...' where a character does not print."""
     return shlex.quote(word) if word.isprintable() else "$'" + printable(word).replace("'", "\\'") + "'"
+
+
+def thread_count(text: str) -> str:
+    """--threads: ``auto`` or a whole number from 1 (kept as text until pick_threads reads it)."""
+    if text != "auto" and not (text.isdigit() and 1 <= int(text) <= 4096):
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number of threads from 1, got {text!r}")
+    return text
 
 
 def count_or_fraction(text: str) -> float:
@@ -158,6 +167,10 @@ def build_parser() -> OneLineParser:
     control = parser.add_argument_group("run control")
     control.add_argument("--device", default="auto",
                          help="auto (the accelerator PyTorch sees: cuda, mps, ...; else cpu), cpu, cuda, cuda:N, mps (default: %(default)s)")
+    control.add_argument("--threads", type=thread_count, default="auto",
+                         help="CPU threads for PyTorch; auto: OMP_NUM_THREADS if set, else the CPUs this process may "
+                              "use (its affinity mask, a container's CPU quota). On CPUs shared with other work, "
+                              "fewer are faster (docs/speed.md) (default: %(default)s)")
     control.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                          help="auto: bf16 autocast where the device has fast bf16, else fp32 (default: %(default)s)")
     control.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
@@ -285,6 +298,7 @@ def resolve(args: argparse.Namespace, runtime: Runtime) -> None:
     args.compile = "on" if runtime.compiled else "off"
     args.compile_mode = runtime.compile_mode
     args.device = str(runtime.device)
+    args.threads = torch.get_num_threads()
 
 
 def resolve_model_and_warmup(args: argparse.Namespace) -> None:

@@ -1,6 +1,7 @@
 """The shared set-up (hardware.setup): device choice, fast-bf16 detection, the seeded model."""
 
 import argparse
+import json
 import os
 
 import pytest
@@ -101,7 +102,7 @@ def test_setup_refuses_an_option_the_model_does_not_take():
 
 def runtime_args():
     """The four choices setup reads, as train.py's parser gives them, pinned to the CPU in fp32."""
-    return argparse.Namespace(device="cpu", precision="fp32", compile="auto", deterministic=False)
+    return argparse.Namespace(device="cpu", threads="auto", precision="fp32", compile="auto", deterministic=False)
 
 
 def test_one_cpu_thread_is_one_thread():
@@ -111,3 +112,32 @@ def test_one_cpu_thread_is_one_thread():
         assert hardware.describe_device(torch.device("cpu")) == "cpu (1 thread)"
     finally:
         torch.set_num_threads(threads)
+
+
+def test_auto_threads_are_the_cpus_this_process_may_use_not_the_machine_s(monkeypatch, tmp_path):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
+    monkeypatch.setattr(hardware, "CGROUP_ROOT", tmp_path)
+    assert hardware.pick_threads("auto") == 6  # the affinity mask (taskset, a job's CPU set)
+    (tmp_path / "cpu.max").write_text("250000 100000\n")  # a container's --cpus 2.5
+    assert hardware.pick_threads("auto") == 3
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert hardware.pick_threads("auto") == 6
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torchrun's per-process setting, or the user's
+    assert hardware.pick_threads("auto") == 1
+    assert hardware.pick_threads("4") == 4
+
+
+def test_threads_are_set_recorded_and_shown(data_dir, tmp_path):
+    import train
+    from cifar_fixture import run_args
+
+    before = torch.get_num_threads()
+    try:
+        assert train.main(run_args(data_dir, tmp_path, "--epochs", "1", "--threads", "1")) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    result = json.loads((tmp_path / "ResNet20" / "ResNet20_results.json").read_text())
+    assert result["settings"]["threads"] == 1 and result["device"] == "cpu (1 thread)"
+    assert result["provenance"]["parts"][0]["device"]["threads"] == 1
