@@ -43,7 +43,7 @@ import torch.nn as nn
 
 from cifar_resnet import benchmark, data, distributed, evaluate, figures, passes, provenance, settings
 from cifar_resnet.checkpoints import RunFiles, check_optimizer_state, checked_for_saving, load_checkpoint
-from cifar_resnet.console import epoch_line, fail, print_paths_as_they_are, progress_bar, resume_command, say
+from cifar_resnet.console import epoch_line, fail, print_paths_as_they_are, progress, resume_command, say
 from cifar_resnet.errors import Diverged, RunInterrupted, UsageError
 from cifar_resnet.fields import COMPLETE, csv_row, printable, summary_text
 from cifar_resnet.hardware import MEMORY_FORMAT, Runtime, StopSignals, ignore_stop_signals, setup
@@ -125,9 +125,10 @@ class Training:
         epoch = self.epochs_done + 1
         start = time.perf_counter()
         lr = self.schedule.lr()
-        with progress_bar(self.steps_per_epoch, f"epoch {epoch}/{self.args.epochs}") as progress:
+        later_steps = (self.args.epochs - epoch) * self.steps_per_epoch
+        with progress(self.steps_per_epoch, f"epoch {epoch}/{self.args.epochs}", later_steps) as shown:
             row = {"epoch": epoch, **passes.train_one_epoch(self.step_model, self.train_loader, self.optimizer,
-                                                            self.schedule, self.runtime, stop, progress, self.mixing,
+                                                            self.schedule, self.runtime, stop, shown, self.mixing,
                                                             self.args.label_smoothing,
                                                             log.training_loss if log is not None else None)}
         distributed.share_buffers(self.model)  # first: every process then judges and evaluates one model

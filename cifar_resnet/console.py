@@ -1,6 +1,6 @@
-"""What train.py shows: a progress bar on a terminal, a line per epoch, the one-line messages of
-a failed or stopped run and the command that continues it. With several processes, rank 0 alone
-speaks.
+"""What train.py shows: a progress bar on a terminal or a progress line a minute in a log, a line
+per epoch, the one-line messages of a failed or stopped run and the command that continues it.
+With several processes, rank 0 alone speaks.
 """
 
 from __future__ import annotations
@@ -11,19 +11,89 @@ import io
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
 from cifar_resnet import distributed
 
 ERROR_GRACE_SECONDS = 3  # how long a process other than rank 0 waits before exiting on an error
+BAR_REFRESH_STEPS = 50  # steps between refreshes of the bar's numbers (each costs a sync)
+LINE_SECONDS = 60.0  # between a log's progress lines
+
+Numbers = Callable[[], dict]  # the epoch so far: loss, acc (%), images_per_s; reading them costs a sync
 
 
-def progress_bar(total: int, description: str):
-    """A tqdm bar on a terminal (rank 0's); nothing in a log, which gets one line per epoch instead."""
-    if not sys.stderr.isatty() or not distributed.is_main_process():
+def progress(steps: int, description: str, later_steps: int):
+    """How rank 0 shows an epoch of ``steps`` steps while it runs (``later_steps``: the run's steps
+    after it): a bar on a terminal, a line a minute in a log; nothing from the other processes."""
+    if not distributed.is_main_process():
         return contextlib.nullcontext()
-    return tqdm(total=total, desc=description, leave=False)
+    return ProgressBar(steps, description) if sys.stderr.isatty() else ProgressLines(steps, description, later_steps)
+
+
+class Progress:
+    """Told of every step of an epoch; it reads ``numbers`` only when it shows them."""
+
+    def __init__(self, steps: int, description: str) -> None:
+        self.steps, self.description, self.done = steps, description, 0
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *_exception) -> None:
+        pass
+
+    def step(self, numbers: Numbers) -> None:
+        self.done += 1
+
+
+class ProgressBar(Progress):
+    """A tqdm bar, its numbers refreshed every BAR_REFRESH_STEPS steps; gone when the epoch ends."""
+
+    def __enter__(self) -> "ProgressBar":
+        self.bar = tqdm(total=self.steps, desc=self.description, leave=False)
+        return self
+
+    def __exit__(self, *_exception) -> None:
+        self.bar.close()
+
+    def step(self, numbers: Numbers) -> None:
+        super().step(numbers)
+        self.bar.update(1)
+        if self.done % BAR_REFRESH_STEPS == 0 or self.done == self.steps:
+            now = numbers()
+            self.bar.set_postfix(loss=f"{now['loss']:.3f}", acc=f"{now['acc']:.1f}%",
+                                 img_s=f"{now['images_per_s']:.0f}", refresh=False)
+
+
+class ProgressLines(Progress):
+    """What a log gets instead of a bar (which a file would hold as one line rewritten for ever):
+    every LINE_SECONDS, the step, the loss and accuracy so far, images/s and the training time left."""
+
+    def __init__(self, steps: int, description: str, later_steps: int) -> None:
+        super().__init__(steps, description)
+        self.later_steps = later_steps
+        self.start = self.last_line = time.perf_counter()
+
+    def step(self, numbers: Numbers) -> None:
+        super().step(numbers)
+        now = time.perf_counter()
+        if now - self.last_line < LINE_SECONDS or self.done == self.steps:  # the epoch's own line follows
+            return
+        self.last_line = now
+        seconds_per_step = (now - self.start) / self.done
+        epoch_left = (self.steps - self.done) * seconds_per_step
+        shown = numbers()
+        say(f"  {self.description}, step {self.done}/{self.steps}: loss {shown['loss']:.4f}  train {shown['acc']:.2f}%  "
+            f"{shown['images_per_s']:.0f} img/s  training time left: {duration(epoch_left)} of the epoch, "
+            f"{duration(epoch_left + self.later_steps * seconds_per_step)} of the run")
+
+
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
 def print_paths_as_they_are() -> None:

@@ -13,20 +13,19 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from cifar_resnet import data
 from cifar_resnet.augment import Augmentation, Mixing
+from cifar_resnet.console import Progress
 from cifar_resnet.distributed import sum_over_processes
 from cifar_resnet.hardware import MEMORY_FORMAT, Runtime, StopSignals
 from cifar_resnet.recipe import WARMUP_CHECK_STEPS, Schedule
 
-PROGRESS_EVERY = 50  # steps between refreshes of the progress bar's numbers (each costs a sync)
 LOSS_LOG_EVERY = 50  # steps between the training losses handed to log_loss (each costs a sync)
 
 
 def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torch.optim.Optimizer,
-                    schedule: Schedule, runtime: Runtime, stop: StopSignals, progress: Optional[tqdm],
+                    schedule: Schedule, runtime: Runtime, stop: StopSignals, progress: Optional[Progress],
                     mixing: Optional[Mixing] = None, label_smoothing: float = 0.0,
                     log_loss: Optional[Callable[[int, float], None]] = None) -> dict:
     """One pass over the training loader: the epoch's mean loss, accuracy (%), seconds and images/s.
@@ -74,11 +73,9 @@ def train_one_epoch(model: nn.Module, loader: data.DeviceLoader, optimizer: torc
                 schedule.observe_train_error(1 - window_correct.item() / (window_seen * runtime.processes.count))
                 window_correct.zero_()
                 window_seen = 0
-        if progress is not None:
-            progress.update(1)
-            if step % PROGRESS_EVERY == 0 or step == len(loader):
-                progress.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}%",
-                                     img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
+        if progress is not None:  # the numbers cost a sync: read only when they are shown
+            progress.step(lambda: {"loss": loss_sum.item() / seen, "acc": 100 * correct.item() / seen,
+                                   "images_per_s": seen / (time.perf_counter() - start)})
     sum_over_processes(loss_sum, correct)
     seen *= runtime.processes.count  # every process trained on a slice of the same size
     loss_value, accuracy = loss_sum.item() / seen, 100 * correct.item() / seen  # the epoch's one sync

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -113,6 +114,23 @@ def test_existing_results_are_not_overwritten_silently(data_dir, two_epoch_run, 
     error = capsys.readouterr().err
     assert "--resume" in error and "--overwrite" in error
     assert (two_epoch_run / "ResNet20_results.csv").read_text() == before
+
+
+def test_a_log_gets_progress_lines_with_the_time_left(data_dir, tmp_path, monkeypatch, capsys):
+    from cifar_resnet import console
+
+    monkeypatch.setattr(console, "LINE_SECONDS", 0.0)  # a line at every step but an epoch's last
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "2")) == 0  # stderr is not a terminal here
+    pattern = re.compile(r"  epoch (\d)/2, step (\d+)/10: loss \d+\.\d{4}  train \d+\.\d\d%  \d+ img/s  "
+                         r"training time left: (\d+:\d\d) of the epoch, (\d+:\d\d) of the run$")
+    lines = [pattern.match(line) for line in capsys.readouterr().out.splitlines() if ", step " in line]
+    assert [(int(line[1]), int(line[2])) for line in lines] == [(epoch, step) for epoch in (1, 2) for step in range(1, 10)]
+    def seconds(clock):
+        minutes, seconds = clock.split(":")
+        return 60 * int(minutes) + int(seconds)
+
+    assert all(seconds(line[4]) >= seconds(line[3]) for line in lines)  # the run holds the epoch
+    assert all(line[3] == line[4] for line in lines if line[1] == "2")  # the last epoch's time left is the run's
 
 
 def test_milestones_default_to_half_and_three_quarters_of_the_epochs():
