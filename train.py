@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> Optional[dict]:
     # Every input is read and checked before the results folder is made: a failed start leaves none.
     source = data.SOURCES[args.dataset]
     folder = data.find_or_download(args.data_dir, source)
-    dataset = data.load_dataset(folder, source, args.val_size, args.seed)
+    dataset = data.load_dataset(folder, source, args.val_size, args.seed, args.subset)
     if not runtime.processes.is_main:  # the other processes train and leave the files to rank 0
         return run_locked(args, files, checkpoint, runtime, model, dataset)
     files.make_writable()

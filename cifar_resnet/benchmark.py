@@ -33,8 +33,10 @@ def run(args: argparse.Namespace) -> dict:
     step_model = runtime.compile(model)
     optimizer = make_optimizer(model, args, runtime.device)
     classes = data.SOURCES[args.dataset].class_count
-    val_images = data.held_out_count(args.val_size, CIFAR_TRAIN_IMAGES)
-    train_images = CIFAR_TRAIN_IMAGES - val_images
+    all_train, test_images = ((args.subset, max(1, args.subset // data.SUBSET_TEST_SHARE)) if args.subset
+                              else (CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES))
+    val_images = data.held_out_count(args.val_size, all_train)
+    train_images = all_train - val_images
     schedule = make_schedule(args, steps_per_epoch=train_images // args.batch_size)
     random_images = torch.Generator().manual_seed(args.seed)
     normalization = data.Normalization.fit(args.normalize,
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> dict:
         evaluated += eval_images
     eval_rate = evaluated / (time.perf_counter() - start)
 
-    epoch_seconds = (train_images // args.batch_size * args.batch_size) / train_rate + CIFAR_TEST_IMAGES / eval_rate
+    epoch_seconds = (train_images // args.batch_size * args.batch_size) / train_rate + test_images / eval_rate
     epoch_seconds += val_images / eval_rate
     result = {"model": args.model, "device": runtime.describe(), "precision": runtime.precision,
               "compiled": runtime.compiled, "compile_mode": runtime.compile_mode, "batch_size": args.batch_size,
@@ -77,6 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f"training:   {train_rate:,.0f} images/s ({steps} steps timed)")
     print(f"evaluation: {eval_rate:,.0f} images/s (batches of {passes.eval_batch_size(runtime.device)})")
     print(f"warm-up (compilation included): {warmup_seconds:.1f} s; peak memory: {result['peak_memory']}")
-    print(f"projected: {epoch_seconds:.1f} s per epoch of CIFAR-10 (train + test), "
+    print(f"projected: {epoch_seconds:.1f} s per epoch of {f'the --subset of {args.subset:,}' if args.subset else 'CIFAR-10'} "
+          "(train + test), "
           f"{result['projected_run_seconds'] / 60:.1f} min for {args.epochs} epochs")
     return result

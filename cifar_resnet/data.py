@@ -219,15 +219,18 @@ def held_out_count(val_size: float, train_count: int) -> int:
     return count
 
 
-def load_dataset(folder: Path, source: Source = CIFAR10, val_size: float = 0, seed: int = 0) -> Dataset:
+def load_dataset(folder: Path, source: Source = CIFAR10, val_size: float = 0, seed: int = 0,
+                 subset: int = 0) -> Dataset:
     """Train and test sets and class names, with ``val_size`` training images (a count, or a
-    fraction of them) held out, chosen by ``seed``."""
+    fraction of them) held out, chosen by ``seed``; with ``subset``, of its smoke-run subset."""
     train = Split(*read_split(folder, source.train_files, source))
     test = Split(*read_split(folder, source.test_files, source))
     classes = read_class_names(folder, source)
     for split, files in ((train, source.train_files), (test, source.test_files)):
         if len(split.labels) == 0:
             raise DataError(f"{folder}: {', '.join(files)} hold no images")
+    if subset:
+        train, test = smoke_subset(train, subset), smoke_subset(test, max(1, subset // SUBSET_TEST_SHARE))
     val_size = held_out_count(val_size, len(train.labels))
     files = fingerprint(folder, source)
     if val_size == 0:
@@ -243,6 +246,18 @@ def load_dataset(folder: Path, source: Source = CIFAR10, val_size: float = 0, se
         Split(train.images[held_out], train.labels[held_out]),
         hashlib.sha256(held_out.numpy().astype("<i8").tobytes()).hexdigest(),
     )
+
+
+SUBSET_TEST_SHARE = 5  # --subset N tests on N/5 images: CIFAR's own ratio of test to training images
+
+
+def smoke_subset(split: Split, count: int) -> Split:
+    """The first ``count`` images of a fixed shuffle of ``split``: the same for every run and seed, so
+    smoke runs compare, and a mix of every class, where the files' own order might not be."""
+    if count > len(split.labels):
+        raise DataError(f"--subset asks for {count:,} images of a split that has {len(split.labels):,}")
+    order = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(0))[:count]
+    return Split(split.images[order], split.labels[order])
 
 
 def random_split(count: int, classes: int, generator: torch.Generator) -> Split:

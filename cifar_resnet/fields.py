@@ -227,9 +227,13 @@ def summary_text(result: dict) -> str:
                   "nothing to resume: if it is not running, run the same command to start it again")
         lines.append(f"{result['status'].upper()}: {result['epochs_done']} of {result['epochs']} epochs done{stopped}; "
                      + advice)
+    subset = result["settings"].get("subset")
+    if subset:
+        lines.append(f"SMOKE RUN (--subset {subset}): {subset:,} training images and a fifth as many test images, "
+                     "to see the pipeline work; its accuracy is not a result")
     if "final_test_acc" in result:
         lines.append(f"final test accuracy: {result['final_test_acc']:.2f}%  "
-                     f"(test error {100 - result['final_test_acc']:.2f}%)  <- the result")
+                     f"(test error {100 - result['final_test_acc']:.2f}%)" + ("" if subset else "  <- the result"))
     if "latest_test_acc" in result:
         lines.append(f"test accuracy after epoch {result['epochs_done']}: {result['latest_test_acc']:.2f}%  "
                      "(not a result: the run did not finish)")

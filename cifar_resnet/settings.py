@@ -34,7 +34,7 @@ MAX_MIX_ALPHA = 100.0  # Beta(100, 100) is already a lambda of 0.5 +- 0.035; tim
 SETTINGS = {
     "model": "result", "shortcut": "result", "stem": "result", "dataset": "result", "recipe": "result",
     **{name: "result" for name in RECIPE if name not in ("model", "precision")},
-    "seed": "result", "precision": "result", "sync_bn": "result",
+    "seed": "result", "subset": "result", "precision": "result", "sync_bn": "result",
     "device": "host", "threads": "host", "compile": "host", "compile_mode": "host", "deterministic": "host", "data_dir": "host",
     "results_dir": "host", "tensorboard": "host",
     "resume": "command", "overwrite": "command", "evaluate": "command", "benchmark": "command",
@@ -161,6 +161,10 @@ def build_parser() -> OneLineParser:
     dataset.add_argument("--val-size", type=count_or_fraction,
                          help="training images held out for validation, as a count (the paper used 5000) or a "
                               "fraction (0.2); 0: none (default: %(default)s)")
+    dataset.add_argument("--subset", type=int, default=0, metavar="N",
+                         help="a smoke run: train on N training images and test on N/5 test images, the first of a "
+                              "fixed shuffle (the same for every run); marked in the records, never a verdict; "
+                              "0: all (default: %(default)s)")
     dataset.add_argument("--seed", type=int, default=0,
                          help="seed for initialisation, data order, augmentation and the split (default: %(default)s)")
 
@@ -251,6 +255,8 @@ def check_ranges(args: argparse.Namespace) -> None:
     refuse_outside(args, "label_smoothing", lambda value: 0 <= value < 1, "at least 0 and below 1")
     refuse_outside(args, "early_stop", lambda value: value is None or value > 0, "a positive number of epochs")
     refuse_outside(args, "step_size", lambda value: value is None or value > 0, "a positive number of epochs")
+    if args.subset < 0:
+        raise UsageError(f"--subset must be 0 (all images) or a number of training images, got {args.subset}")
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must lie in 0..{MAX_SEED} (what torch's generators take), got {args.seed}")
 

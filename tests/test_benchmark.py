@@ -24,8 +24,11 @@ def test_benchmark_prints_rates_memory_and_projection_and_writes_nothing(tmp_pat
     assert not results.exists() and not (tmp_path / "no-data-needed").exists()
 
 
-@pytest.mark.parametrize("val_size,train_images", [(0, 49_920), (5000, 44_928)])  # full batches of 128
-def test_the_projection_is_the_full_run_at_the_measured_rates(monkeypatch, val_size, train_images):
+@pytest.mark.parametrize("val_size,subset,train_images,test_images", [
+    (0, 0, 49_920, 10_000), (5000, 0, 44_928, 10_000),  # full batches of 128
+    (0, 2000, 1920, 400),  # a smoke run's subset: N training images, N/5 test images
+])
+def test_the_projection_is_the_full_run_at_the_measured_rates(monkeypatch, val_size, subset, train_images, test_images):
     """Training at 1,000 images/s and evaluation at 10,000 (a clock that only evaluation moves):
     an epoch is the training images at the first rate plus the test and validation images at
     the second, and the run is the warm-up (one evaluation, 0.1 s) plus 164 epochs."""
@@ -40,9 +43,9 @@ def test_the_projection_is_the_full_run_at_the_measured_rates(monkeypatch, val_s
 
     monkeypatch.setattr(passes, "evaluate", evaluate)
     result = benchmark.run(train.parse_args(["--model", "ResNet20", "--benchmark", "--compile", "off", *PINNED_HOST,
-                                               "--val-size", str(val_size)]))
+                                               "--val-size", str(val_size), "--subset", str(subset)]))
     assert (result["train_images_per_s"], result["eval_images_per_s"]) == (1000.0, pytest.approx(10_000))
-    epoch = train_images / 1000 + (10_000 + val_size) / 10_000
+    epoch = train_images / 1000 + (test_images + val_size) / 10_000
     assert result["epoch_seconds"] == pytest.approx(epoch)
     assert result["projected_run_seconds"] == pytest.approx(0.1 + 164 * epoch)
 

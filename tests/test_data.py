@@ -136,6 +136,19 @@ def test_validation_split_is_disjoint_and_fixed_by_the_seed(cifar):
     assert not rows(first.train.images) & rows(first.val.images)
 
 
+def test_a_smoke_subset_is_fixed_whatever_the_seed_and_a_fifth_as_large_for_testing(cifar):
+    first = data.load_dataset(cifar, seed=0, subset=100)
+    other_seed = data.load_dataset(cifar, seed=7, subset=100)
+    assert (len(first.train.labels), len(first.test.labels)) == (100, 20)
+    assert torch.equal(first.train.images, other_seed.train.images) and torch.equal(first.test.labels,
+                                                                                 other_seed.test.labels)
+    assert len(set(first.train.labels.tolist())) == 10  # a shuffle: every class, not the files' first rows
+    held_out = data.load_dataset(cifar, val_size=20, subset=100)
+    assert (len(held_out.train.labels), len(held_out.val.labels)) == (80, 20)  # validation comes out of the subset
+    with pytest.raises(data.DataError, match="--subset asks for 1,000 images of a split that has 320"):
+        data.load_dataset(cifar, subset=1000)
+
+
 def test_validation_split_larger_than_the_training_set_is_refused(cifar):
     with pytest.raises(data.DataError, match="--val-size must lie in 0..319"):
         data.load_dataset(cifar, val_size=320)

@@ -207,6 +207,18 @@ def test_sweep_figures_give_each_model_one_colour_and_explain_their_line_styles(
     assert all(line.get_marker() == "o" for ax in figure6.axes for line in ax.get_lines())  # 2 epochs: few points
 
 
+def test_a_smoke_run_on_a_subset_is_marked_and_never_gets_a_verdict(data_dir, tmp_path):
+    assert train.main(["--subset", "100", "--batch-size", "25", "--epochs", "1", "--model", "ResNet20", "--precision",
+                       "fp32", "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "seed0")]) == 0
+    run = json.loads((tmp_path / "seed0" / "ResNet20" / "ResNet20_results.json").read_text())
+    assert run["settings"]["subset"] == 100 and (run["images"]["train"], run["images"]["test"]) == (100, 20)
+    text = (tmp_path / "seed0" / "ResNet20" / "ResNet20_results.txt").read_text()
+    assert "SMOKE RUN (--subset 100)" in text and "<- the result" not in text
+    sweep_report.write_sweep_report(tmp_path)
+    row = read_summary(tmp_path / "summary.csv")["ResNet20"]
+    assert row["verdict"].startswith("no verdict: not the paper's settings") and "subset=100" in row["verdict"]
+
+
 def test_a_caveat_collides_with_no_title_label_legend_or_panel(tmp_path):
     write_fake_run(tmp_path / "seed0" / "ResNet20", "ResNet20", 0, 8.0)
     write_fake_run(tmp_path / "seed0" / "Plain20", "Plain20", 0, 9.0)

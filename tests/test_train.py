@@ -166,6 +166,8 @@ def test_warmup_auto_is_on_for_the_paper_s_deepest_nets_only():
         (["--seed", str(2**64)], "--seed must lie in 0..18446744073709551615"),
         (["--seed", "-1"], "--seed must lie in 0.."),
         (["--device", "gpu"], "unknown --device 'gpu'"),
+        (["--subset", "-5"], "--subset must be 0 (all images) or a number of training images, got -5"),
+        (["--subset", "1000"], "--subset asks for 1,000 images of a split that has 320"),
         (["--threads", "0"], "--threads: expected auto or a whole number of threads from 1, got '0'"),
         (["--epochs", "10", "--milestones", "12"], "--milestones must increase and lie strictly between 0 and --epochs"),
         (["--milestones", "100", "50"], "--milestones must increase"),
