@@ -209,7 +209,8 @@ def summary_markdown(rows: list[dict], dataset: str, missing: list[str], sweep: 
         "",
         "Errors are of the **final** model of each run (no epoch picked on the test set). Best and",
         "mean are over the n runs (seeds) found; ± is the sample standard deviation over them, and",
-        "the 95% confidence interval of the mean is Student's t (from two runs up). The paper gives best",
+        "the 95% confidence interval of the mean is Student's t (from two runs up; cut at 0 and 100, where",
+        "an error ends, as t from a few widely spread runs reaches past them). The paper gives best",
         "(mean ± std of 5 runs) for ResNet-110 only. Difference: our mean minus the paper's (its mean",
         "for ResNet-110). Published: Table 6 of He et al. 2016a unless the row names another source: "
         + "; ".join(PUBLICATIONS.values()) + ".",

@@ -24,7 +24,8 @@ RULE = (f"reproduced: our mean final test error within ±{TOLERANCE} points of t
 
 
 def confidence_interval(values: Sequence[float], level: float = 0.95) -> Optional[tuple[float, float]]:
-    """The ``level`` confidence interval of the mean (Student's t, sample standard deviation);
+    """The ``level`` confidence interval of the mean error (Student's t, sample standard deviation),
+    clipped to 0..100, where an error lies (from two or three widely spread runs t reaches past it);
     None from fewer than two values."""
     count = len(values)
     if count < 2:
@@ -32,7 +33,7 @@ def confidence_interval(values: Sequence[float], level: float = 0.95) -> Optiona
     mean = sum(values) / count
     std = math.sqrt(sum((value - mean) ** 2 for value in values) / (count - 1))
     half = stats.t.ppf((1 + level) / 2, count - 1) * std / math.sqrt(count)
-    return mean - half, mean + half
+    return max(0.0, mean - half), min(100.0, mean + half)
 
 
 def verdict(mean_error: float, paper_error: Optional[float], blockers: Sequence[str]) -> str:

@@ -146,6 +146,12 @@ def test_resnet110_is_compared_with_the_paper_s_mean_of_five_runs(tmp_path):
     assert "Unfinished (no summary yet):" in text and "ResNet56" in text
 
 
+def test_an_interval_never_leaves_the_range_of_an_error():
+    assert verdict.confidence_interval([40.0, 99.0]) == (0.0, 100.0)  # t with 1 degree of freedom: 12.7 x the spread
+    low, high = verdict.confidence_interval([88.0, 90.0, 99.0])
+    assert 0 < low < 88 and high == 100.0
+
+
 def test_the_verdict_follows_the_rule_fixed_in_advance(tmp_path):
     paper = PAPER_ERROR
     runs = {  # folder: model, seed, final test error, train.py flags, official data
