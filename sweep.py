@@ -13,6 +13,7 @@ read from the environment, with the defaults below.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -23,18 +24,20 @@ from pathlib import Path
 from typing import Optional
 
 from cifar_resnet.errors import UsageError
-from cifar_resnet.paper import SWEEP_MODELS
+from cifar_resnet.paper import RECIPE, SWEEP_MODELS
 from cifar_resnet.runfolder import RunFolder, write_text
 
 DEFAULTS = {"EPOCHS": "164", "DATASET": "cifar10", "DATA_DIR": "data", "RESULTS_DIR": "results", "TRAIN_FLAGS": "",
             "MODELS": " ".join(SWEEP_MODELS), "SEEDS": "0"}
-# Slurm requests per model (wall time, host memory), about twice the seed repository's times on
-# one RTX 4090 (26 min for ResNet-20, 73 min for ResNet-110, 15 h for ResNet-1202); ResNet-1202
-# peaked at 5.76 GiB of GPU memory in bf16 at batch 128 on an H200 (docs/benchmark.md).
+# Slurm requests per model (wall time for the paper's 164 epochs, host memory), about twice the
+# seed repository's times on one RTX 4090 (26 min for ResNet-20, 73 min for ResNet-110, 15 h for
+# ResNet-1202); ResNet-1202 peaked at 5.76 GiB of GPU memory in bf16 at batch 128 on an H200
+# (docs/benchmark.md). The time scales with EPOCHS, never below SLURM_MIN_MINUTES (start-up, compilation).
 SLURM_TIME = {"ResNet1202": "36:00:00", "ResNet110": "4:00:00", "Plain110": "4:00:00", "ResNet18": "6:00:00",
               "ResNet34": "8:00:00", "ResNet50": "10:00:00"}
 SLURM_MEMORY = {"ResNet1202": "64G"}
 SLURM_DEFAULT_TIME, SLURM_DEFAULT_MEMORY = "2:00:00", "32G"
+SLURM_MIN_MINUTES = 15
 SLURM_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=4", "--requeue", "--signal=B:TERM@120")  # a preempted task resumes
 SWEEP_FLAGS = ("--model", "--seed", "--epochs", "--dataset", "--data-dir", "--results-dir")  # set per run by the sweep
 MODEL_NAME, WHOLE_NUMBER = r"[A-Za-z][A-Za-z0-9_]*", r"[0-9]+"
@@ -98,11 +101,18 @@ def slurm_jobs() -> list[list[str]]:
     seeds = setting("SEEDS").split()
     log = Path(setting("RESULTS_DIR")) / "slurm"
     jobs = [["sbatch", "--parsable", f"--job-name=sweep-{model}", f"--array=0-{len(seeds) - 1}",
-             f"--time={SLURM_TIME.get(model, SLURM_DEFAULT_TIME)}", f"--mem={SLURM_MEMORY.get(model, SLURM_DEFAULT_MEMORY)}",
+             f"--time={slurm_time(model)}", f"--mem={SLURM_MEMORY.get(model, SLURM_DEFAULT_MEMORY)}",
              *SLURM_OPTIONS, f"--output={log}/%x-%a.out", "slurm.sh", model] for model in setting("MODELS").split()]
     report = ["sbatch", "--parsable", "--job-name=sweep-report", "--dependency=afterany:{jobs}", f"--output={log}/%x.out",
               "--wrap", f"{os.environ.get('PYTHON', 'python')} report.py --summary {shlex.quote(setting('RESULTS_DIR'))}"]
     return jobs + [report]
+
+
+def slurm_time(model: str) -> str:
+    """The wall time a task of ``model`` asks for: its time for the paper's epochs, scaled to EPOCHS."""
+    hours, minutes, _ = map(int, SLURM_TIME.get(model, SLURM_DEFAULT_TIME).split(":"))
+    needed = max(SLURM_MIN_MINUTES, math.ceil((60 * hours + minutes) * int(setting("EPOCHS")) / RECIPE["epochs"]))
+    return f"{needed // 60}:{needed % 60:02d}:00"
 
 
 def slurm(submit: bool) -> None:
@@ -120,6 +130,8 @@ def slurm(submit: bool) -> None:
     print(shlex.join(report))
     if submit:
         subprocess.run(report, check=True)
+    else:
+        print("(a dry run: nothing was submitted; python sweep.py slurm --submit submits these jobs)")
 
 
 def snapshot_environment() -> list[Path]:

@@ -279,12 +279,20 @@ def test_the_slurm_dry_run_gives_each_model_an_array_and_each_task_run_sh_s_comm
     arrays = [line for line in lines if line.startswith("sbatch") and "slurm.sh" in line]
     assert [line.split()[-1] for line in arrays] == ["ResNet20", "ResNet1202"]
     assert all("--array=0-1" in line and "--requeue" in line and "--signal=B:TERM@120" in line for line in arrays)
-    assert "--time=36:00:00 --mem=64G" in arrays[1] and "--time=2:00:00" in arrays[0]
+    assert "--time=0:15:00 --mem=64G" in arrays[1] and "--time=0:15:00" in arrays[0]  # one epoch: the minimum
     tasks = [line.strip() for line in lines if line.startswith("  task")]
     assert tasks[0] == "task 0: python " + shlex.join(sweep_module.train_arguments("ResNet20", "0"))
     assert tasks[3] == "task 1: python " + shlex.join(sweep_module.train_arguments("ResNet1202", "1"))
     assert "--resume" not in tasks[3] and "--resume" in tasks[0]  # ResNet1202 has not run here
-    assert lines[-1].startswith("sbatch --parsable --job-name=sweep-report") and "report.py --summary" in lines[-1]
+    assert lines[-2].startswith("sbatch --parsable --job-name=sweep-report") and "report.py --summary" in lines[-2]
+    assert lines[-1] == "(a dry run: nothing was submitted; python sweep.py slurm --submit submits these jobs)"
+
+
+@pytest.mark.parametrize("epochs,times", [("164", ("2:00:00", "36:00:00")), ("82", ("1:00:00", "18:00:00")),
+                                          ("1", ("0:15:00", "0:15:00")), ("400", ("4:53:00", "87:49:00"))])
+def test_a_slurm_task_asks_for_time_in_proportion_to_its_epochs(monkeypatch, epochs, times):
+    monkeypatch.setenv("EPOCHS", epochs)
+    assert (sweep_module.slurm_time("ResNet20"), sweep_module.slurm_time("ResNet1202")) == times
 
 
 @pytest.mark.parametrize("flags,message", [
