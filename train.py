@@ -55,6 +55,7 @@ from resnet import count_parameters, layer_response_std
 
 FIGURE7_IMAGES = 1000  # test images on which a finished run measures its layer responses
 PREVIEW_IMAGES = 32  # test images shown in plots/predictions.png
+REDRAW_SECONDS = 600.0  # a run redraws plots/ after the first epoch that ends this long after the last drawing
 
 # --------------------------------------------------------------------------------------------
 # The state of a run
@@ -416,6 +417,7 @@ def train_until_done(training: Training, files: RunFiles, log: Optional[TensorBo
 
 
 def train_and_finish(training: Training, files: RunFiles, stop: StopSignals, log: Optional[TensorBoardLog]) -> dict:
+    drawn = time.monotonic()
     try:
         while (ending := training.ending()) is None:
             row = training.run_epoch(stop, log)
@@ -423,6 +425,9 @@ def train_and_finish(training: Training, files: RunFiles, stop: StopSignals, log
                 log.epoch(row, training.schedule.step_count)
             save_epoch(training, files, is_best=training.is_best(row))
             say(epoch_line(row, training.args.epochs))
+            if time.monotonic() - drawn >= REDRAW_SECONDS and training.runtime.processes.is_main:
+                draw_figures(training, files)  # a second or two: the curves of a long run, while it runs
+                drawn = time.monotonic()
     except RunInterrupted as interruption:
         finish(training, files, "interrupted", stopped_by=str(interruption))
         raise

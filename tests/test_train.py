@@ -11,6 +11,7 @@ import train
 from cifar_fixture import make_cifar, run_args
 from cifar_resnet import passes, recipe
 from cifar_resnet.data import CIFAR10
+from helpers import read_rows
 from resnet import MODELS, build_model
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "train_images_per_s"]
@@ -131,6 +132,17 @@ def test_a_log_gets_progress_lines_with_the_time_left(data_dir, tmp_path, monkey
 
     assert all(seconds(line[4]) >= seconds(line[3]) for line in lines)  # the run holds the epoch
     assert all(line[3] == line[4] for line in lines if line[1] == "2")  # the last epoch's time left is the run's
+
+
+@pytest.mark.parametrize("redraw_seconds,epochs_drawn", [(train.REDRAW_SECONDS, [2]), (0.0, [1, 2, 2])])
+def test_a_long_run_redraws_its_figures_while_it_runs(data_dir, tmp_path, monkeypatch, redraw_seconds, epochs_drawn):
+    from cifar_resnet import figures
+
+    drawn, draw_run = [], figures.draw_run
+    monkeypatch.setattr(train, "REDRAW_SECONDS", redraw_seconds)
+    monkeypatch.setattr(figures, "draw_run", lambda folder: drawn.append(len(read_rows(folder))) or draw_run(folder))
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "2")) == 0
+    assert drawn == epochs_drawn  # the epochs each drawing showed: the last is the finished run's
 
 
 def test_milestones_default_to_half_and_three_quarters_of_the_epochs():
