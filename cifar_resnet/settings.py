@@ -325,8 +325,9 @@ def adopt(args: argparse.Namespace, saved: dict) -> None:
             continue
         given = getattr(args, name)
         if name in args.given and given != "auto" and given != saved[name]:
+            why = " (its learning-rate drops are placed by its epochs: a longer run is another run)" if name == "epochs" else ""
             raise UsageError(f"--{name.replace('_', '-')} {given} differs from the run being resumed "
-                             f"({saved[name]}); a resumed run keeps its settings: start a new one "
+                             f"({saved[name]}); a resumed run keeps its settings{why}: start a new one "
                              "(another --results-dir, or --overwrite) to change them")
         setattr(args, name, saved[name])
 

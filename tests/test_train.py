@@ -269,6 +269,7 @@ def test_a_finished_run_resumed_changes_nothing_and_other_settings_are_refused(d
     assert train.main(run_args(data_dir, two_epoch_run.parent, "--resume", "--epochs", "4")) == 2
     error = capsys.readouterr().err
     assert "--epochs 4 differs from the run being resumed (2)" in error and error.count("\n") == 1
+    assert "a longer run is another run): start a new one (another --results-dir, or --overwrite)" in error
     assert {path.name: path.stat().st_mtime_ns for path in two_epoch_run.iterdir()} == before
 
 
