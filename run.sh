@@ -5,7 +5,8 @@
 #   ./run.sh                                   # everything, seed 0, one job at a time
 #   SEEDS="0 1 2 3 4" MODELS=ResNet110 ./run.sh   # the paper's five ResNet-110 runs
 #   GPUS=0,1,2,3 ./run.sh                      # one job per GPU until the queue is empty
-#   EPOCHS=1 MODELS="ResNet20 Plain20" RESULTS_DIR=results-quick ./run.sh   # a quick look, kept apart
+#   EPOCHS=3 MODELS="ResNet20 Plain20" TRAIN_FLAGS="--subset 5000" RESULTS_DIR=results-quick ./run.sh
+#                                              # a smoke run of the whole pipeline, kept apart (a minute)
 #
 # Settings from the environment (defaults in brackets):
 #   MODELS       models, in order [the paper's ResNets and plain nets, ResNet18/34/50, ResNet1202 last]
@@ -28,6 +29,15 @@
 # first); finished runs are kept.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# It takes variables, not arguments: a flag it does not know must not start the whole sweep.
+if [[ $# -eq 1 && ( $1 == -h || $1 == --help ) ]]; then
+    sed -n '2,/^set -euo/{/^set -euo/d; s/^# \{0,1\}//; p}' run.sh  # the comment above
+    exit 0
+elif [[ $# -gt 0 ]]; then
+    echo "run.sh: takes no arguments, only the variables that ./run.sh --help lists; got: $*" >&2
+    exit 2
+fi
 
 # The defaults live in sweep.py, which also builds each run's command, so run.sh and slurm.sh
 # cannot drift apart: every variable it lists and the environment leaves unset takes its default.

@@ -3,8 +3,10 @@
 import csv
 import itertools
 import json
+import os
 import shlex
 import statistics
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -293,6 +295,16 @@ def test_the_slurm_dry_run_gives_each_model_an_array_and_each_task_run_sh_s_comm
 def test_a_slurm_task_asks_for_time_in_proportion_to_its_epochs(monkeypatch, epochs, times):
     monkeypatch.setenv("EPOCHS", epochs)
     assert (sweep_module.slurm_time("ResNet20"), sweep_module.slurm_time("ResNet1202")) == times
+
+
+def test_run_sh_explains_itself_and_refuses_arguments_it_does_not_take(tmp_path):
+    environment = {**os.environ, "RESULTS_DIR": str(tmp_path / "results")}
+    shown = subprocess.run(["bash", "run.sh", "--help"], cwd=ROOT, env=environment, capture_output=True, text=True)
+    assert shown.returncode == 0 and "MODELS" in shown.stdout and "TRAIN_FLAGS" in shown.stdout
+    refused = subprocess.run(["bash", "run.sh", "--estimate"], cwd=ROOT, env=environment, capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stderr == ("run.sh: takes no arguments, only the variables that "
+                                                          "./run.sh --help lists; got: --estimate\n")
+    assert not (tmp_path / "results").exists()  # nothing started
 
 
 @pytest.mark.parametrize("flags,message", [
