@@ -3,7 +3,7 @@
     python train.py --model ResNet56                     # 164 epochs, lr 0.1, drops at epochs 82 and 123
     python train.py --model ResNet110                    # warm-up at lr 0.01 until training error < 80%
     python train.py --model ResNet20 --val-size 5000     # the paper's 45k/5k split; best.pth picked on validation
-    python train.py --recipe modern                      # seed 003's recipe (recipe.py's PRESETS; see --help)
+    python train.py --recipe modern                      # a PreActResNet project's recipe (recipe.py's PRESETS; see --help)
     python train.py --dataset cifar100 --model PreActResNet164   # CIFAR-100, into results/cifar100/
     torchrun --standalone --nproc_per_node=2 train.py --model ResNet1202   # two GPUs (distributed.py)
     python train.py --model ResNet20 --epochs 1          # a smoke test with the same schedule shape
@@ -45,7 +45,7 @@ from cifar_resnet import benchmark, data, distributed, evaluate, figures, passes
 from cifar_resnet.checkpoints import RunFiles, check_optimizer_state, checked_for_saving, load_checkpoint
 from cifar_resnet.console import epoch_line, fail, print_paths_as_they_are, progress, resume_command, say
 from cifar_resnet.errors import Diverged, RunInterrupted, UsageError
-from cifar_resnet.fields import COMPLETE, csv_row, printable, summary_text
+from cifar_resnet.fields import COMPLETE, csv_row, plural, printable, summary_text
 from cifar_resnet.hardware import MEMORY_FORMAT, Runtime, StopSignals, ignore_stop_signals, setup
 from cifar_resnet.recipe import early_stop_reason, make_augmentation, make_mixing, make_optimizer, make_schedule
 from cifar_resnet.runfolder import RunFileError, link_atomically, own_folder
@@ -293,9 +293,10 @@ def start_line(training: Training) -> str:
     drops = ("cosine" if args.schedule == "cosine" else
              f"drops at steps {schedule.milestone_steps}" if schedule.milestone_steps else "no lr drop in this run")
     warmup = ("error-triggered warm-up" if schedule.warming_up else
-              f"linear warm-up {schedule.config['linear_warmup_steps']} steps" if args.warmup_epochs else "no warm-up")
+              f"linear warm-up {plural(schedule.config['linear_warmup_steps'], 'step')}"
+              if schedule.config["linear_warmup_steps"] else "no warm-up")
     return (f"{args.model}: {count_parameters(training.model):,} parameters, {len(training.dataset.train.labels)} "
-            f"training images, {training.steps_per_epoch} steps/epoch, recipe {args.recipe} ({args.optimizer}, "
+            f"training images, {plural(training.steps_per_epoch, 'step')} an epoch, recipe {args.recipe} ({args.optimizer}, "
             f"{drops}, {warmup}), "
             f"{runtime.describe()}, {runtime.precision}, {runtime.describe_compile()}")
 
@@ -349,7 +350,7 @@ def run(args: argparse.Namespace) -> Optional[dict]:
         if ending is not None and files.state() == "finished":
             status, extra = ending
             done = (f"stopped early: {extra['early_stopped']['reason']}" if status == "early-stopped"
-                    else f"finished its {args.epochs} epochs")
+                    else f"finished its {plural(args.epochs, 'epoch')}")
             say(f"{files.folder}: this run {done}; nothing to do")
             return None
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
@@ -453,7 +454,7 @@ def what_is_kept(args: Optional[argparse.Namespace], epochs_done: int) -> str:
     if args is None or args.evaluate or args.benchmark:
         return ""  # nothing was being written
     if epochs_done:
-        return f" with {epochs_done} finished epochs saved; continue with: {resume_command(args)}"
+        return f" with {plural(epochs_done, 'finished epoch')} saved; continue with: {resume_command(args)}"
     if args.resume:
         return " before training resumed; the run is as it was: run the same command to continue it"
     return " before its first epoch finished, so there is nothing to resume: run the same command to start it again"

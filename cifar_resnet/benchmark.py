@@ -14,6 +14,7 @@ import time
 import torch
 
 from cifar_resnet import data, passes
+from cifar_resnet.fields import plural
 from cifar_resnet.hardware import Runtime, StopSignals, setup
 from cifar_resnet.provenance import peak_memory_gib
 from cifar_resnet.recipe import make_augmentation, make_mixing, make_optimizer, make_schedule
@@ -81,5 +82,5 @@ def run(args: argparse.Namespace) -> dict:
     print(f"warm-up (compilation included): {warmup_seconds:.1f} s; peak memory: {result['peak_memory']}")
     print(f"projected: {epoch_seconds:.1f} s per epoch of {f'the --subset of {args.subset:,}' if args.subset else 'CIFAR-10'} "
           "(train + test), "
-          f"{result['projected_run_seconds'] / 60:.1f} min for {args.epochs} epochs")
+          f"{result['projected_run_seconds'] / 60:.1f} min for {plural(args.epochs, 'epoch')}")
     return result

@@ -23,6 +23,11 @@ REQUIRED_CSV_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_a
 # What each field must be (checkpoints.py uses these too)
 
 
+def plural(count: int, noun: str) -> str:
+    """"1 epoch", "2 epochs"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def printable(text: str) -> str:
     """``text`` as a record may hold it: itself where every character prints; else each character
     that does not (a tab, an escape code, a byte of a file name that is not UTF-8) and each backslash
@@ -246,7 +251,7 @@ def summary_text(result: dict) -> str:
                      f"{best['selected_acc']:.2f}%"
                      + ("  (chosen on the test set: not an unbiased result)" if best["selected_on"] == "test" else ""))
     lines += [
-        f"epochs: {result['epochs_done']} of {result['epochs']} ({result['steps']} steps), "
+        f"epochs: {result['epochs_done']} of {result['epochs']} ({plural(result['steps'], 'step')}), "
         f"wall time {result['wall_seconds'] / 60:.1f} min",
         f"device: {result['device']}, precision {result['precision']}",
         *record_lines(result.get("provenance"), result["epochs_done"]),

@@ -53,8 +53,9 @@ PUBLICATIONS = {"2016b": "He et al. 2016b, Table 3 (median of 5)", "Xie": "Xie e
 # Published CIFAR-100 errors of nets this project does not build (the original, post-activation
 # bottleneck ResNets of 2016b's Table 3), for the reader.
 CIFAR100_OTHERS = "He et al. 2016b also give the original ResNet-164 25.16% and ResNet-1001 27.82% on CIFAR-100."
-# What seed 003 says it reached, not a paper's number and not checked by anyone here.
-SEED_CLAIMS = "Seed 003 claims about 95% accuracy for its PreActResNet and about 94% for ResNeXt29_8x64d (claims only)."
+# What the project behind --recipe modern says it reached, not a paper's number and not checked by anyone here.
+MODERN_PROJECT_CLAIMS = ("The PreActResNet project behind `--recipe modern` claims about 95% accuracy for its "
+                         "PreActResNet and about 94% for ResNeXt29_8x64d (claims only).")
 
 # The paper's ResNets and plain nets (Table 6, Figure 6), the seed repository's ImageNet-style
 # extras, and ResNet-1202 last, since it takes longer than all the others together: run.sh's order.

@@ -24,7 +24,7 @@ WARMUP_FACTOR = 0.1  # lr 0.01 for a base lr of 0.1
 WARMUP_EXIT_ERROR = 0.80  # leave the warm-up once the training error falls below 80%
 WARMUP_CHECK_STEPS = 20  # how often (in steps) the warm-up reads the training error
 COSINE_FLOOR = 0.0  # the rate cosine annealing reaches at the last step (CosineAnnealingLR's eta_min)
-DEFAULT_STEP_SIZE = 30  # epochs between drops of --schedule step (seed 002's StepLR)
+DEFAULT_STEP_SIZE = 30  # epochs between drops of --schedule step (the course project's StepLR)
 OPTIMIZERS = ("sgd", "nesterov", "adamw", "adagrad")
 SCHEDULES = ("multistep", "step", "cosine")
 
@@ -48,11 +48,11 @@ class Preset:
 PRESETS = {
     "paper": Preset("He et al. 2016, Sec. 4.2", "ResNet-20 91.25% test (Table 6)", dict(RECIPE)),
     "resnet18-course": Preset(
-        "seed 002 (a course project)", "93.72% val. (ResNet-18; a claim)",
+        "a ResNet-18 course project", "93.72% val. (ResNet-18; a claim)",
         dict(model="ResNet18", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="step",
              step_size=30, gamma=0.1, val_size=0.2, early_stop=20, normalize="channel")),
     "modern": Preset(
-        "seed 003; open values: DeiT, timm", "~95% PreActResNet (a claim)",
+        "a PreActResNet project; DeiT, timm", "~95% PreActResNet (a claim)",
         dict(model="PreActResNet18", epochs=200, batch_size=256, lr=0.05, optimizer="nesterov", momentum=0.9,
              weight_decay=5e-4, schedule="cosine", label_smoothing=0.1, mixup=0.8, cutmix=1.0, color_jitter=0.4,
              random_erasing=0.25, normalize="channel"),

@@ -369,12 +369,19 @@ def setting_text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def preset_cell(preset, args: argparse.Namespace, name: str) -> str:
+    """A preset's value of setting ``name`` at its own epochs; a warm-up that scales with --epochs says so."""
+    text = setting_text(getattr(args, name))
+    return f"{text} ({preset.warmup_share:.1%} of --epochs)" if name == "warmup_epochs" and preset.warmup_share else text
+
+
 def presets_table() -> str:
     """Every preset's values side by side, as a Markdown table (in --help and in the README)."""
     resolved = {name: parse_args(["--recipe", name]) for name in PRESETS}
     rows = [["", *PRESETS], ["source", *(preset.source for preset in PRESETS.values())],
             ["its source reports", *(preset.claim for preset in PRESETS.values())]]
-    rows += [[f"--{name.replace('_', '-')}", *(setting_text(getattr(args, name)) for args in resolved.values())]
+    rows += [[f"--{name.replace('_', '-')}", *(preset_cell(preset, args, name) for preset, args in
+                                                 zip(PRESETS.values(), resolved.values()))]
              for name in PRESET_TABLE_SETTINGS]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]

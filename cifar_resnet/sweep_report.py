@@ -25,12 +25,12 @@ from cifar_resnet.errors import ReportError
 from cifar_resnet.fields import COMPLETE
 from cifar_resnet.paper import (
     CIFAR100_OTHERS,
+    MODERN_PROJECT_CLAIMS,
     PAPER_ERROR,
     PAPER_MEAN_ERROR,
     PUBLICATIONS,
     PUBLISHED_ERROR,
     RECIPE,
-    SEED_CLAIMS,
     SWEEP_MODELS,
     depth_of,
     model_order,
@@ -246,7 +246,7 @@ def summary_markdown(rows: list[dict], dataset: str, missing: list[str], sweep: 
                   "numbers.", ""]
     lines += [f"- {row['model']}: device {row['devices']}; data {row['data']} (official CIFAR files: "
               f"{row['official_data']}); `{row['commands']}`" for row in rows]
-    lines += ["", SEED_CLAIMS if dataset == "cifar10" else CIFAR100_OTHERS, ""]
+    lines += ["", *other_numbers(dataset, rows), ""]
     if missing:
         lines.append(f"Not run yet (of run.sh's default list): {', '.join(missing)}.")
     for folder in sweep.unfinished:
@@ -269,6 +269,14 @@ def recipe_caveat(runs: dict[str, list[dict]]) -> str:
     if any(official_data(run) is False for model_runs in runs.values() for run in model_runs):
         lines.append("some runs read other files than the official CIFAR ones (see summary.md)")
     return "\n".join(lines)
+
+
+def other_numbers(dataset: str, rows: list[dict]) -> list[str]:
+    """What else is known of the sweep's models: CIFAR-100's other ResNets, or on CIFAR-10 the claims
+    of the project behind --recipe modern, where its models were run."""
+    if dataset != "cifar10":
+        return [CIFAR100_OTHERS]
+    return [MODERN_PROJECT_CLAIMS] if any(row["model"].startswith(("PreAct", "ResNeXt")) for row in rows) else []
 
 
 def write_sweep_report(root: Path) -> list[Path]:

@@ -139,4 +139,4 @@ def test_run_sh_sweeps_cifar100_into_its_own_folders_and_reports_it(cifar100_dir
     monkeypatch.setenv("DATASET", "cifar100")
     command = sweep_module.train_arguments("ResNet20", "0")
     assert "--resume" in command and "cifar100" in command
-    assert train.main(command[1:]) == 0 and "finished its 1 epochs; nothing to do" in capsys.readouterr().out
+    assert train.main(command[1:]) == 0 and "finished its 1 epoch; nothing to do" in capsys.readouterr().out

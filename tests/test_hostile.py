@@ -232,7 +232,7 @@ def test_a_second_sigterm_while_the_final_figures_are_drawn_keeps_the_run_resuma
                                                                                   capsys):
     signal_while_the_figures_are_drawn(monkeypatch, signals=2)
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "1")) == 128 + signal.SIGTERM
-    assert_one_line(capsys, "stopped by SIGTERM with 1 finished epochs saved; continue with:")
+    assert_one_line(capsys, "stopped by SIGTERM with 1 finished epoch saved; continue with:")
     monkeypatch.undo()
     assert train.main(run_args(data_dir, tmp_path, "--resume")) == 0
     assert RunFiles.of(tmp_path, "ResNet20").state() == "finished"

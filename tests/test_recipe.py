@@ -35,7 +35,7 @@ def test_the_paper_s_milestones_are_unchanged():
 
 def test_step_schedule_drops_every_step_size_epochs():
     curve = rates(["--schedule", "step", "--epochs", "100"], 10)
-    assert settings.parse_args(["--schedule", "step"]).step_size == 30  # seed 002's StepLR
+    assert settings.parse_args(["--schedule", "step"]).step_size == 30  # the course project's StepLR
     for epoch, lr in ((0, 0.1), (29, 0.1), (30, 0.01), (59, 0.01), (60, 0.001), (90, 1e-4), (99, 1e-4)):
         assert curve[10 * epoch] == pytest.approx(lr) and curve[10 * epoch + 9] == pytest.approx(lr)
 

@@ -146,6 +146,7 @@ def test_resnet110_is_compared_with_the_paper_s_mean_of_five_runs(tmp_path):
     assert (float(row["ci95_low"]), float(row["ci95_high"])) == pytest.approx((6.7 - half, 6.7 + half), abs=1e-3)
     assert row["verdict"] == "no verdict: data not recorded"
     assert "Unfinished (no summary yet):" in text and "ResNet56" in text
+    assert "--recipe modern" not in text  # that project's claims are for its models, not run here
 
 
 def test_an_interval_never_leaves_the_range_of_an_error():
@@ -254,7 +255,7 @@ def test_other_papers_numbers_are_named_with_their_source(tmp_path):
     assert float(row["paper_error"]) == 5.46 and float(row["mean_minus_paper"]) == pytest.approx(0.04)
     text = (tmp_path / "summary.md").read_text()
     assert "| PreActResNet164 | 1,727,962 | 5.46 (He et al. 2016b) |" in text
-    assert "Seed 003 claims about 95% accuracy" in text and "(claims only)" in text
+    assert "The PreActResNet project behind `--recipe modern` claims about 95% accuracy" in text and "(claims only)" in text
 
 
 @pytest.mark.slow

@@ -145,6 +145,12 @@ def test_a_long_run_redraws_its_figures_while_it_runs(data_dir, tmp_path, monkey
     assert drawn == epochs_drawn  # the epochs each drawing showed: the last is the finished run's
 
 
+def test_a_warm_up_that_scales_to_no_step_says_no_warm_up(data_dir, tmp_path, capsys):
+    assert train.main(run_args(data_dir, tmp_path, "--recipe", "modern", "--model", "ResNet20", "--epochs", "1")) == 0
+    start = capsys.readouterr().out.splitlines()[0]  # modern's 2.5% of one epoch of 10 steps: no step
+    assert "no warm-up" in start and "warm-up 0" not in start and "10 steps an epoch" in start
+
+
 def test_milestones_default_to_half_and_three_quarters_of_the_epochs():
     assert train.parse_args(["--epochs", "164"]).milestones == [82, 123]
     assert train.parse_args(["--epochs", "10"]).milestones == [5, 7.5]
