@@ -489,19 +489,27 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, image_size: int = 32) -> int:
-    """Multiply-accumulates of one forward pass for one image, as PyTorch's FLOP counter counts
-    them (convolutions and matrix products; BN, ReLU, pooling and additions are left out, as is
-    usual for FLOP tables). It counts a multiply-add as two FLOPs."""
-    from torch.utils.flop_counter import FlopCounterMode  # here: it imports triton (0.6 s), which training never needs
+    """Multiply-accumulates of one forward pass for one image: those of every convolution and linear
+    layer (BN, ReLU, pooling and additions are left out, as is usual for FLOP tables; PyTorch's FLOP
+    counter counts the same, as two FLOPs each), from one forward pass with a hook on each: 0.17 s
+    for ResNet-1202 on a CPU, where PyTorch's FLOP counter took 1.65 s."""
+    macs = []
 
+    def count(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        macs.append(output.numel() * module.weight[0].numel())  # each output: in/groups x kernel, or in_features
+
+    hooks = [module.register_forward_hook(count) for module in model.modules()
+             if isinstance(module, (nn.Conv2d, nn.Linear))]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 3, image_size, image_size))
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
     finally:
         model.train(was_training)
-    return counter.get_total_flops() // 2
+        for hook in hooks:
+            hook.remove()
+    return sum(macs)
 
 
 def response_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
@@ -537,6 +545,8 @@ def layer_response_std(model: nn.Module, images: torch.Tensor) -> list[float]:
 
 
 def main() -> None:
+    torch.set_num_threads(1)  # small sums: one thread never waits for a core that other work holds
+    print("Every model of resnet.py: depth, parameters, and multiply-accumulates for one 32x32 image")
     print(f"{'model':<17} {'depth':>6} {'params':>12} {'MACs (32x32)':>14}")
     for name, builder in MODELS.items():
         model = builder()

@@ -150,6 +150,16 @@ def test_resnet20_forward_macs():
     assert count_macs(build_model("ResNet20")) == 40_551_040
 
 
+@pytest.mark.parametrize("name", ["ResNet20", "ResNet50", "PreActResNet18", "ResNeXt29_2x64d"])
+def test_macs_are_what_pytorch_s_flop_counter_counts(name):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(name).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, 32, 32))
+    assert count_macs(model) == counter.get_total_flops() // 2  # grouped convs, bottlenecks and the classifier
+
+
 def test_he_initialisation_scales_by_the_output_fan():
     model = build_model("ResNet56")
     conv = model.stages[1][0].conv1  # 16 -> 32, 3x3: fan-in 144 and fan-out 288 give stds 0.118 and 0.083
