@@ -6,12 +6,18 @@ that train.py wrote.
     model = torch.hub.load("path/to/clone", "ResNet56", source="local",
                            weights="results/ResNet56/ResNet56_last.pth")          # or an https:// URL
 
+    image = torchvision.io.decode_image("cat.png")                                # uint8, 3 x 32 x 32
+    print(model.classes[model(image).argmax()])                                    # "cat"
+
 A checkpoint is read with ``weights_only=True`` and checked before use; one that holds another
 model, was trained for another number of classes than ``num_classes`` asks for or with other
 options (``shortcut=``, ``stem=``), or whose SHA-256 is not ``sha256=``, is refused with a
-ValueError, as are weights that cannot be read or downloaded. With weights, the model is built
-as the checkpoint's run built it (shortcut, stem, classes) and returned in eval mode. A URL is
-downloaded once into torch.hub's cache, under a name made from the whole URL.
+ValueError, as are weights that cannot be read or downloaded. With weights, the network is built
+as the checkpoint's run built it (shortcut, stem, classes), in eval mode, inside a
+``TrainedClassifier`` that takes images as they come (uint8, or floats in 0..1) and normalises
+them as the run did; ``.network`` is the bare model, ``.classes`` the class names. A relative
+path is taken from the current folder, else from this clone's. A URL is downloaded once into
+torch.hub's cache, under a name made from the whole URL.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from urllib.parse import urlparse
 import torch
 import torch.nn as nn
 
-from cifar_resnet.checkpoints import load_checkpoint, rebuild_model
+from cifar_resnet.checkpoints import load_checkpoint, rebuild_model, trained_classifier
 from cifar_resnet.data import file_digest
 from cifar_resnet.errors import UsageError
 from resnet import MODELS, build_model
 
 dependencies = ["torch", "numpy"]
+CLONE = Path(__file__).resolve().parent
 
 
 def checkpoint_file(weights, sha256: Optional[str]) -> Path:
@@ -39,11 +46,19 @@ def checkpoint_file(weights, sha256: Optional[str]) -> Path:
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"weights must be a checkpoint's path or an http(s) URL, got {weights!r}")
     is_url = urlparse(str(weights)).scheme in ("http", "https")
-    path = downloaded(str(weights)) if is_url else Path(weights)
+    path = downloaded(str(weights)) if is_url else local_file(Path(weights))
     found = file_digest(path, "sha256") if sha256 is not None and path.is_file() else None
     if found is not None and found != sha256.lower():
         raise ValueError(f"{weights} has the SHA-256 {found}, not the {sha256} asked for")
     return path
+
+
+def local_file(path: Path) -> Path:
+    """``path`` as given (from the current folder), or where that holds nothing and the path is
+    relative, from this clone's folder: its own results/ are found from anywhere."""
+    if path.exists() or path.is_absolute() or not (CLONE / path).exists():
+        return path
+    return CLONE / path
 
 
 def downloaded(url: str) -> Path:
@@ -75,7 +90,7 @@ def load_model(name: str, weights, num_classes: Optional[int], sha256: Optional[
     for option, value in options.items():  # the checkpoint's run chose them: another value would not fit its weights
         if checkpoint["args"].get(option) != value:
             raise ValueError(f"{weights} holds a {name} with {option}={checkpoint['args'].get(option)!r}, not {value!r}")
-    return model.eval()
+    return trained_classifier(checkpoint, model).eval()
 
 
 def entry_point(name: str) -> Callable[..., nn.Module]:
@@ -87,7 +102,9 @@ def entry_point(name: str) -> Callable[..., nn.Module]:
     load.__doc__ = (f"{name} (resnet.py), untrained, or with ``weights``: the path or URL of a {name} checkpoint "
                     "written by train.py, whose SHA-256 must be ``sha256`` where given. ``num_classes`` (10 or "
                     "100; default: 10, or the checkpoint's) and the builder's options (shortcut, stem) as in "
-                    "resnet.py; with weights, they must be the checkpoint's. Any problem raises ValueError.")
+                    "resnet.py; with weights, they must be the checkpoint's, and the model takes images as they "
+                    "come (uint8, or floats in 0..1) and normalises them as the run did. Any problem raises "
+                    "ValueError.")
     return load
 
 

@@ -254,6 +254,36 @@ def rebuild_model(checkpoint: dict, path: Path) -> nn.Module:
     return model
 
 
+class TrainedClassifier(nn.Module):
+    """A trained network that takes images as people have them: N x 3 x 32 x 32 (or one image,
+    3 x 32 x 32), uint8 in 0..255 or floats in 0..1 (torchvision's ToTensor), normalised inside as
+    its training run normalised them. ``network`` is the bare model, which takes normalised images;
+    ``classes`` names the outputs where the checkpoint or the data set does."""
+
+    def __init__(self, network: nn.Module, normalization: dict, classes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.network, self.classes = network, classes
+        self.register_buffer("mean", normalization["mean"].float())  # in 0..1 units, as data.Normalization's
+        self.register_buffer("std", normalization["std"].float())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() == 3:
+            return self(images.unsqueeze(0)).squeeze(0)
+        if images.dtype == torch.uint8:
+            images = images.float() / 255
+        elif not images.is_floating_point():
+            raise TypeError(f"images must be uint8 (0 to 255) or floating point (0 to 1), not {images.dtype}")
+        return self.network((images - self.mean) / self.std)
+
+
+def trained_classifier(checkpoint: dict, network: nn.Module) -> TrainedClassifier:
+    """``network`` (the checkpoint's, rebuilt) with the checkpoint's normalisation and class names."""
+    saved = checkpoint.get("test_predictions")
+    classes = (tuple(saved["classes"]) if predictions_are_valid(saved) else
+               SOURCES[checkpoint["args"].get("dataset", "cifar10")].classes)
+    return TrainedClassifier(network, checkpoint["normalization"], classes)
+
+
 def check_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
     """Raise ValueError unless ``saved`` (an optimizer state from a file) fits ``optimizer``.
 

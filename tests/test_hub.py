@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import hubconf
+from cifar_resnet import data
 from resnet import MODELS, count_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,8 +32,33 @@ def test_an_untrained_model_takes_the_builder_s_options():
 def test_a_checkpoint_s_weights_load_into_its_model_in_eval_mode(two_epoch_run):
     model = hub("ResNet20", weights=str(two_epoch_run / "ResNet20_last.pth"))
     saved = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)["model"]
-    assert not model.training
-    assert all(torch.equal(model.state_dict()[key], value) for key, value in saved.items())
+    assert not model.training and not model.network.training
+    assert all(torch.equal(model.network.state_dict()[key], value) for key, value in saved.items())
+
+
+def test_a_trained_model_takes_images_as_they_come_and_normalises_them_as_its_run_did(two_epoch_run):
+    checkpoint = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)
+    model = hub("ResNet20", weights=str(two_epoch_run / "ResNet20_last.pth"))
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model.network(data.Normalization(**checkpoint["normalization"])(images))  # what training fed it
+        assert torch.allclose(model(images), expected, atol=1e-5)
+        assert torch.allclose(model(images.float() / 255), expected, atol=1e-5)  # torchvision's ToTensor
+        assert torch.allclose(model(images[0]), expected[0], atol=1e-5)  # one image
+    assert model.classes == tuple(checkpoint["test_predictions"]["classes"])
+    with pytest.raises(TypeError, match="images must be uint8"):
+        model(images.long())
+
+
+def test_a_relative_path_is_found_from_here_or_else_from_the_clone(two_epoch_run, tmp_path, monkeypatch):
+    run = tmp_path / "clone" / "results" / "ResNet20"
+    run.parent.mkdir(parents=True)
+    run.symlink_to(two_epoch_run)
+    monkeypatch.setattr(hubconf, "CLONE", tmp_path / "clone")
+    monkeypatch.chdir(tmp_path)  # here, results/ResNet20/... is nothing: the clone's is taken
+    assert hubconf.ResNet20(weights="results/ResNet20/ResNet20_last.pth").classes is not None
+    with pytest.raises(ValueError, match="no checkpoint at results/ResNet32"):
+        hubconf.ResNet20(weights="results/ResNet32/ResNet32_last.pth")
 
 
 @pytest.mark.parametrize("name,options,message", [
