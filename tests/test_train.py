@@ -134,6 +134,7 @@ def test_a_log_gets_progress_lines_with_the_time_left(data_dir, tmp_path, monkey
     assert all(line[3] == line[4] for line in lines if line[1] == "2")  # the last epoch's time left is the run's
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("redraw_seconds,epochs_drawn", [(train.REDRAW_SECONDS, [2]), (0.0, [1, 2, 2])])
 def test_a_long_run_redraws_its_figures_while_it_runs(data_dir, tmp_path, monkeypatch, redraw_seconds, epochs_drawn):
     from cifar_resnet import figures
