@@ -28,6 +28,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("runs", nargs="*", type=Path, help="results folders of single runs, e.g. results/ResNet56")
     parser.add_argument("--summary", type=Path, metavar="RESULTS_DIR",
                         help="compare every finished run under RESULTS_DIR with the paper (summary.md/csv, figures)")
+    parser.add_argument("--models", default="", help="with --summary: the sweep's models (run.sh's MODELS), so that "
+                                                     "summary.md names each of their runs that did not finish")
+    parser.add_argument("--seeds", default="", help="with --summary: the sweep's seeds (run.sh's SEEDS)")
     args = parser.parse_args(argv)
     print_paths_as_they_are()
     if not args.runs and args.summary is None:
@@ -37,7 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for path in figures.draw_run(folder):
                 print(f"wrote {path}")
         if args.summary is not None:
-            for path in sweep_report.write_sweep_report(args.summary):
+            for path in sweep_report.write_sweep_report(args.summary, args.models.split(), args.seeds.split()):
                 print(f"wrote {path}")
     except (ReportError, RunFileError, OSError) as error:
         print(f"report.py: error: {error}", file=sys.stderr)

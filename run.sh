@@ -181,4 +181,4 @@ if [[ $failed -ne 0 ]]; then
          "Fix the problem and run ./run.sh again: finished runs are skipped, interrupted ones resumed." >&2
     exit 1
 fi
-"$PYTHON" report.py --summary "$RESULTS_DIR"
+"$PYTHON" report.py --summary "$RESULTS_DIR" --models "$MODELS" --seeds "$SEEDS"

@@ -4,7 +4,8 @@ files and the command of each run live in one place.
     python sweep.py defaults          # NAME=VALUE for each of the sweep's variables (MODELS: in training order)
     python sweep.py run MODEL SEED    # the run's state (finished, diverged, resumable or new), its folder, and its
                                       # train.py arguments, NUL-separated: one Python start per run
-    python sweep.py slurm [--submit]  # the Slurm job arrays of the sweep (printed, or submitted)
+    python sweep.py slurm [--submit] [--gpus N] [--cpus N] [--mem SIZE] [--time H:MM:SS] [--partition NAME]
+                                      # the Slurm job arrays of the sweep (printed, or submitted)
     python sweep.py environment       # RESULTS_DIR/environment/<UTC time>-collect_env.txt and -pip-freeze.txt
 
 The sweep's variables (EPOCHS, DATASET, DATA_DIR, RESULTS_DIR, TRAIN_FLAGS, MODELS, SEEDS) are
@@ -13,6 +14,7 @@ read from the environment, with the defaults below.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import re
@@ -38,10 +40,12 @@ SLURM_TIME = {"ResNet1202": "36:00:00", "ResNet110": "4:00:00", "Plain110": "4:0
 SLURM_MEMORY = {"ResNet1202": "64G"}
 SLURM_DEFAULT_TIME, SLURM_DEFAULT_MEMORY = "2:00:00", "32G"
 SLURM_MIN_MINUTES = 15
-SLURM_OPTIONS = ("--gres=gpu:1", "--cpus-per-task=4", "--requeue", "--signal=B:TERM@120")  # a preempted task resumes
+# A preempted task saves, stops, and resumes when run again; its log keeps every part (sbatch's
+# default truncates it at each start, so the reason for the stop was lost).
+SLURM_REQUEUE = ("--requeue", "--signal=B:TERM@120", "--open-mode=append")
 SWEEP_FLAGS = ("--model", "--seed", "--epochs", "--dataset", "--data-dir", "--results-dir")  # set per run by the sweep
 MODEL_NAME, WHOLE_NUMBER = r"[A-Za-z][A-Za-z0-9_]*", r"[0-9]+"
-USAGE = "usage: python sweep.py defaults | run MODEL SEED | slurm [--submit] | environment"
+USAGE = "usage: python sweep.py defaults | run MODEL SEED | slurm [--submit] [--gpus N] ... | environment"
 # What the sweep's environment snapshot holds: PyTorch's own report of the machine and libraries, and every package.
 ENVIRONMENT_COMMANDS = {"collect_env": [sys.executable, "-m", "torch.utils.collect_env"],
                         "pip-freeze": [sys.executable, "-m", "pip", "freeze"]}
@@ -95,16 +99,42 @@ def train_arguments(model: str, seed: str) -> list[str]:
     return command + train_flags()
 
 
-def slurm_jobs() -> list[list[str]]:
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def slurm_options(argv: list[str]) -> argparse.Namespace:
+    """What ``sweep.py slurm`` asks of the cluster: resources that fit it, the model's own where not given."""
+    parser = OneLineParser(prog="sweep.py slurm", description="The sweep as Slurm job arrays.")
+    parser.add_argument("--submit", action="store_true", help="submit the jobs (without it: a dry run)")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs per task; 0 on a cluster without GPUs (default: 1)")
+    parser.add_argument("--cpus", type=int, default=4, help="CPUs per task (default: 4)")
+    parser.add_argument("--mem", help=f"memory per task, as sbatch's --mem (default: the model's, {SLURM_DEFAULT_MEMORY} "
+                                      "or more)")
+    parser.add_argument("--time", help="wall time per task, as sbatch's --time (default: the model's, scaled to EPOCHS)")
+    parser.add_argument("--partition", help="the partition to queue in (default: the cluster's)")
+    options = parser.parse_args(argv)
+    if options.gpus < 0 or options.cpus < 1:
+        raise UsageError("sweep.py slurm: --gpus must be 0 or more and --cpus 1 or more")
+    return options
+
+
+def slurm_jobs(options: argparse.Namespace) -> list[list[str]]:
     """One sbatch array per model (one task per seed, its own time and memory), then the report
     once they have all ended."""
     seeds = setting("SEEDS").split()
     log = Path(setting("RESULTS_DIR")) / "slurm"
+    partition = [f"--partition={options.partition}"] if options.partition else []
     jobs = [["sbatch", "--parsable", f"--job-name=sweep-{model}", f"--array=0-{len(seeds) - 1}",
-             f"--time={slurm_time(model)}", f"--mem={SLURM_MEMORY.get(model, SLURM_DEFAULT_MEMORY)}",
-             *SLURM_OPTIONS, f"--output={log}/%x-%a.out", "slurm.sh", model] for model in setting("MODELS").split()]
-    report = ["sbatch", "--parsable", "--job-name=sweep-report", "--dependency=afterany:{jobs}", f"--output={log}/%x.out",
-              "--wrap", f"{os.environ.get('PYTHON', 'python')} report.py --summary {shlex.quote(setting('RESULTS_DIR'))}"]
+             f"--time={options.time or slurm_time(model)}",
+             f"--mem={options.mem or SLURM_MEMORY.get(model, SLURM_DEFAULT_MEMORY)}",
+             *([f"--gres=gpu:{options.gpus}"] if options.gpus else []), f"--cpus-per-task={options.cpus}", *partition,
+             *SLURM_REQUEUE, f"--output={log}/%x-%a.out", "slurm.sh", model] for model in setting("MODELS").split()]
+    report = ["sbatch", "--parsable", "--job-name=sweep-report", "--dependency=afterany:{jobs}", *partition,
+              f"--output={log}/%x.out", "--wrap",
+              f"{os.environ.get('PYTHON', 'python')} report.py --summary {shlex.quote(setting('RESULTS_DIR'))} "
+              f"--models {shlex.quote(setting('MODELS'))} --seeds {shlex.quote(setting('SEEDS'))}"]
     return jobs + [report]
 
 
@@ -115,23 +145,34 @@ def slurm_time(model: str) -> str:
     return f"{needed // 60}:{needed % 60:02d}:00"
 
 
-def slurm(submit: bool) -> None:
-    """Print the sweep's sbatch commands and each task's train.py command; submit them with ``submit``."""
-    *arrays, report = slurm_jobs()
+def slurm(options: argparse.Namespace) -> None:
+    """Print the sweep's sbatch commands and each task's train.py command; submit them with --submit."""
+    *arrays, report = slurm_jobs(options)
     ids = []
     for job in arrays:
         print(shlex.join(job))
         for index, seed in enumerate(setting("SEEDS").split()):
             print(f"  task {index}: python {shlex.join(train_arguments(job[-1], seed))}")
-        if submit:
+        if options.submit:
             Path(setting("RESULTS_DIR"), "slurm").mkdir(parents=True, exist_ok=True)
-            ids.append(subprocess.run(job, check=True, capture_output=True, text=True).stdout.strip().split(";")[0])
+            ids.append(submitted(job))
     report = [part.replace("{jobs}", ":".join(ids) or "<the arrays' job ids>") for part in report]
     print(shlex.join(report))
-    if submit:
-        subprocess.run(report, check=True)
+    if options.submit:
+        submitted(report)
     else:
         print("(a dry run: nothing was submitted; python sweep.py slurm --submit submits these jobs)")
+
+
+def submitted(job: list[str]) -> str:
+    """Submit ``job``; its id. sbatch's refusal (a resource the cluster does not have) is one line."""
+    name = job[2].removeprefix("--job-name=")
+    done = subprocess.run(job, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UsageError(f"sbatch refused {name}: {' '.join(done.stderr.split())}")
+    job_id = done.stdout.strip().split(";")[0]
+    print(f"submitted {name}: job {job_id}")
+    return job_id
 
 
 def snapshot_environment() -> list[Path]:
@@ -174,8 +215,8 @@ def answer(argv: list[str]) -> int:
     elif len(argv) == 3 and argv[0] == "run" and re.fullmatch(MODEL_NAME, argv[1]) and re.fullmatch(WHOLE_NUMBER, argv[2]):
         files = run_folder(argv[1], argv[2])
         sys.stdout.write("\0".join([files.state(), str(files.folder), *train_arguments(argv[1], argv[2])]) + "\0")
-    elif argv[:1] == ["slurm"] and argv[1:] in ([], ["--submit"]):
-        slurm(submit=argv[1:] == ["--submit"])
+    elif argv[:1] == ["slurm"]:
+        slurm(slurm_options(argv[1:]))
     elif argv == ["environment"]:
         print("\n".join(map(str, snapshot_environment())))
     else:

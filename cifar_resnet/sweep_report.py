@@ -13,9 +13,9 @@ the same files named *-cifar100 (summary-cifar100.md, ...), against the publishe
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -62,6 +62,7 @@ class Sweep:
     unfinished: list[Path]  # folders of runs that started and have no summary yet
     unreadable: list[Path]  # folders whose summary is not what train.py writes
     duplicated: list[Path]  # folders of runs with the settings and seed of another: not independent runs
+    without_result: list[str] = field(default_factory=list)  # "MODEL seed S" of the sweep with no finished run
 
 
 def official_data(result: dict) -> Optional[bool]:
@@ -249,6 +250,9 @@ def summary_markdown(rows: list[dict], dataset: str, missing: list[str], sweep: 
     lines += ["", *other_numbers(dataset, rows), ""]
     if missing:
         lines.append(f"Not run yet (of run.sh's default list): {', '.join(missing)}.")
+    if sweep.without_result:
+        lines.append(f"Runs of this sweep without a finished run (not run, failed, unfinished or diverged): "
+                     f"{', '.join(sweep.without_result)}.")
     for folder in sweep.unfinished:
         lines.append(f"Unfinished (no summary yet): {folder}.")
     for folder in sweep.diverged:
@@ -279,11 +283,14 @@ def other_numbers(dataset: str, rows: list[dict]) -> list[str]:
     return [MODERN_PROJECT_CLAIMS] if any(row["model"].startswith(("PreAct", "ResNeXt")) for row in rows) else []
 
 
-def write_sweep_report(root: Path) -> list[Path]:
+def write_sweep_report(root: Path, models: Sequence[str] = (), seeds: Sequence[str] = ()) -> list[Path]:
     """summary.md, summary.csv, depth_vs_error.png, figure6.png and figure7.png in ``root`` for the
     CIFAR-10 runs; the same names with -cifar100 for the CIFAR-100 runs. They replace the old ones
-    as a set: a report that fails or is stopped leaves the old set whole."""
+    as a set: a report that fails or is stopped leaves the old set whole. ``models`` and ``seeds``:
+    the sweep's, whose runs without a finished one summary.md names."""
     sweep = find_runs(root)
+    done = {(run["model"], str(run["settings"]["seed"])) for runs in sweep.finished.values() for run in runs}
+    sweep.without_result = [f"{model} seed {seed}" for model in models for seed in seeds if (model, seed) not in done]
     if not sweep.finished:
         raise ReportError(f"no finished runs (<Model>_results.json) under {root}")
     by_dataset: dict[str, dict[str, list[dict]]] = {}

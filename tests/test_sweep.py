@@ -291,6 +291,25 @@ def test_the_slurm_dry_run_gives_each_model_an_array_and_each_task_run_sh_s_comm
     assert lines[-1] == "(a dry run: nothing was submitted; python sweep.py slurm --submit submits these jobs)"
 
 
+def test_slurm_resources_fit_the_cluster_and_a_cpu_only_one_gets_no_gpu_request():
+    options = sweep_module.slurm_options(["--gpus", "0", "--cpus", "2", "--mem", "8G", "--time", "1:00:00",
+                                          "--partition", "cpu"])
+    *arrays, report = sweep_module.slurm_jobs(options)
+    assert not any(part.startswith("--gres") for job in arrays for part in job)
+    assert all({"--cpus-per-task=2", "--mem=8G", "--time=1:00:00", "--partition=cpu", "--open-mode=append"} <= set(job)
+               for job in arrays)
+    assert "--partition=cpu" in report and "--gres=gpu:1" in sweep_module.slurm_jobs(sweep_module.slurm_options([]))[0]
+    with pytest.raises(sweep_module.UsageError, match="--gpus must be 0 or more"):
+        sweep_module.slurm_options(["--gpus", "-1"])
+
+
+def test_the_report_names_each_run_of_the_sweep_that_did_not_finish(tmp_path):
+    write_fake_run(tmp_path / "seed0" / "ResNet20", "ResNet20", 0, 8.0)
+    sweep_report.write_sweep_report(tmp_path, ["ResNet20", "ResNet21"], ["0", "1"])
+    assert ("Runs of this sweep without a finished run (not run, failed, unfinished or diverged): ResNet20 seed 1, "
+            "ResNet21 seed 0, ResNet21 seed 1.") in (tmp_path / "summary.md").read_text()
+
+
 @pytest.mark.parametrize("epochs,times", [("164", ("2:00:00", "36:00:00")), ("82", ("1:00:00", "18:00:00")),
                                           ("1", ("0:15:00", "0:15:00")), ("400", ("4:53:00", "87:49:00"))])
 def test_a_slurm_task_asks_for_time_in_proportion_to_its_epochs(monkeypatch, epochs, times):
