@@ -64,33 +64,38 @@ def sweep_command(environment, model: str, seed: str) -> list[str]:
     return [part for part in answer.split("\0")[2:-1] if part != "--resume"]
 
 
-def test_the_sweep_submitted_to_slurm_finishes_every_run_then_reports(cluster, data_dir, tmp_path):
-    environment = sweep_environment(cluster, data_dir, tmp_path, "ResNet20 Plain20", "0 1")
+def test_the_sweep_submitted_to_slurm_finishes_every_run_marks_a_failing_one_and_reports_after_all(
+        cluster, data_dir, tmp_path):
+    environment = sweep_environment(cluster, data_dir, tmp_path, "ResNet20 Plain20 ResNet21", "0 1")  # no ResNet-21
     jobs = submit(environment)
-    assert set(jobs) == {"sweep-ResNet20", "sweep-Plain20", "sweep-report"}
+    assert set(jobs) == {"sweep-ResNet20", "sweep-Plain20", "sweep-ResNet21", "sweep-report"}
     wait_until_ended(environment, *jobs.values())
-    tasks = [task for name in ("sweep-ResNet20", "sweep-Plain20") for task in job_fields(environment, jobs[name])]
-    assert [task["JobState"] for task in tasks] == ["COMPLETED"] * 4
-    report = job_fields(environment, jobs["sweep-report"])[0]
-    assert report["JobState"] == "COMPLETED" and report["StartTime"] >= max(task["EndTime"] for task in tasks)
+    tasks = {name: job_fields(environment, jobs[name]) for name in jobs}
+    assert [task["JobState"] for name in ("sweep-ResNet20", "sweep-Plain20") for task in tasks[name]] == ["COMPLETED"] * 4
+    assert [task["JobState"] for task in tasks["sweep-ResNet21"]] == ["FAILED"] * 2
+    assert "unknown model 'ResNet21'" in (tmp_path / "slurm" / "sweep-ResNet21-0.out").read_text()
+    report = tasks["sweep-report"][0]  # afterany: it runs once every task has ended, failed ones too
+    assert report["JobState"] == "COMPLETED"
+    assert report["StartTime"] >= max(task["EndTime"] for name in jobs if name != "sweep-report" for task in tasks[name])
     for model in ("ResNet20", "Plain20"):
         for seed in ("0", "1"):
             summary = json.loads((tmp_path / f"seed{seed}" / model / f"{model}_results.json").read_text())
             assert summary["status"] == "finished"
             assert summary["command"] == "python " + shlex.join(sweep_command(environment, model, seed))  # run.sh's
         assert read_summary(tmp_path / "summary.csv")[model]["runs"] == "2"
-    assert "wrote" in (tmp_path / "slurm" / "sweep-report.out").read_text()
+    assert "without a finished run (not run, failed, unfinished or diverged): ResNet21 seed 0, ResNet21 seed 1." in (
+        tmp_path / "summary.md").read_text()
 
 
 def test_a_requeued_task_stops_at_a_step_resumes_and_equals_an_uninterrupted_run(cluster, data_dir, tmp_path):
     flags = TINY_SWEEP["TRAIN_FLAGS"] + " --deterministic --compile off"
-    environment = sweep_environment(cluster, data_dir, tmp_path / "sweep", "ResNet20", "0", EPOCHS="6",
+    environment = sweep_environment(cluster, data_dir, tmp_path / "sweep", "ResNet20", "0", EPOCHS="4",
                                     TRAIN_FLAGS=flags)
     job = submit(environment)["sweep-ResNet20"]
     log = tmp_path / "sweep" / "slurm" / "sweep-ResNet20-0.out"
     deadline = time.monotonic() + QUEUE_SECONDS
-    while not (log.exists() and "epoch 2/6" in log.read_text()):
-        assert time.monotonic() < deadline, "the task never reached its second epoch"
+    while not (log.exists() and "epoch 1/4" in log.read_text()):
+        assert time.monotonic() < deadline, "the task never finished an epoch"
         time.sleep(0.2)
     subprocess.run(["scontrol", "requeue", job], env=environment, check=True)
     while job_fields(environment, job)[0]["JobState"] != "PENDING":  # stopped, and queued again
@@ -106,14 +111,3 @@ def test_a_requeued_task_stops_at_a_step_resumes_and_equals_an_uninterrupted_run
     command[command.index("--results-dir") + 1] = str(tmp_path / "uninterrupted")
     subprocess.run([sys.executable, *command], cwd=ROOT, env=environment, capture_output=True, check=True)
     assert_same_run(tmp_path / "sweep" / "seed0" / "ResNet20", tmp_path / "uninterrupted" / "ResNet20")
-
-
-def test_a_failing_task_is_marked_failed_and_the_report_still_runs(cluster, data_dir, tmp_path):
-    environment = sweep_environment(cluster, data_dir, tmp_path, "ResNet20 ResNet21", "0")  # no ResNet-21
-    jobs = submit(environment)
-    wait_until_ended(environment, *jobs.values())
-    assert job_fields(environment, jobs["sweep-ResNet21"])[0]["JobState"] == "FAILED"
-    assert job_fields(environment, jobs["sweep-ResNet20"])[0]["JobState"] == "COMPLETED"
-    assert job_fields(environment, jobs["sweep-report"])[0]["JobState"] == "COMPLETED"
-    assert "unknown model 'ResNet21'" in (tmp_path / "slurm" / "sweep-ResNet21-0.out").read_text()
-    assert "ResNet21 seed 0" in (tmp_path / "summary.md").read_text()  # the run the sweep misses, named
