@@ -49,9 +49,16 @@ def is_main_process() -> bool:
 
 
 def launcher() -> str:
-    """How this process was started, for the commands a run records and suggests."""
-    count = os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))
-    return "python" if os.environ.get("WORLD_SIZE", "1") == "1" else f"torchrun --nproc_per_node={count}"
+    """How this process was started, for the commands a run records and suggests: python, or
+    torchrun with its processes per node and, over several nodes (torchrun's GROUP_WORLD_SIZE),
+    the number of nodes and the rendezvous to fill in."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world == "1":
+        return "python"
+    per_node, nodes = os.environ.get("LOCAL_WORLD_SIZE", world), os.environ.get("GROUP_WORLD_SIZE", "1")
+    if nodes == "1":
+        return f"torchrun --nproc_per_node={per_node}"
+    return f"torchrun --nnodes={nodes} --nproc_per_node={per_node} --rdzv-backend=c10d --rdzv-endpoint=<HOST:PORT>"
 
 
 def from_environment() -> Processes:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from cifar_fixture import run_args
 from helpers import ONE_THREAD_PER_JOB, TINY_SWEEP, assert_same_run, read_summary
-from slurm_cluster import slurm_cluster, why_not_here
+from slurm_cluster import free_port, slurm_cluster, why_not_here
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE_SECONDS = 300  # for a job to end on the test cluster
@@ -111,3 +112,24 @@ def test_a_requeued_task_stops_at_a_step_resumes_and_equals_an_uninterrupted_run
     command[command.index("--results-dir") + 1] = str(tmp_path / "uninterrupted")
     subprocess.run([sys.executable, *command], cwd=ROOT, env=environment, capture_output=True, check=True)
     assert_same_run(tmp_path / "sweep" / "seed0" / "ResNet20", tmp_path / "uninterrupted" / "ResNet20")
+
+
+def test_two_nodes_in_one_allocation_train_as_torchrun_standalone_does(cluster, data_dir, tmp_path):
+    """docs/distributed.md's two-node form: srun starts one torchrun per task, which meet by c10d."""
+    arguments = run_args(data_dir, tmp_path / "srun", "--epochs", "1", "--compile", "off", "--deterministic")
+    rendezvous = f"--rdzv-backend=c10d --rdzv-endpoint=127.0.0.1:{free_port()}"
+    command = f"srun {sys.executable} -m torch.distributed.run --nnodes=2 --nproc_per_node=1 {rendezvous} " + shlex.join(
+        ["train.py", *arguments])
+    environment = {**os.environ, **cluster, **ONE_THREAD_PER_JOB}
+    job = subprocess.run(["sbatch", "--parsable", "--ntasks=2", "--cpus-per-task=1", "--time=0:10:00",
+                          f"--output={tmp_path}/job.out", "--wrap", command], cwd=ROOT, env=environment,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    standalone = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                 "train.py", *run_args(data_dir, tmp_path / "standalone", *arguments[-5:])],
+                                cwd=ROOT, env=environment, capture_output=True, text=True)
+    assert standalone.returncode == 0, standalone.stderr[-2000:]
+    wait_until_ended(environment, job)
+    assert job_fields(environment, job)[0]["JobState"] == "COMPLETED", (tmp_path / "job.out").read_text()[-2000:]
+    assert_same_run(tmp_path / "srun" / "ResNet20", tmp_path / "standalone" / "ResNet20")
+    summary = json.loads((tmp_path / "srun" / "ResNet20" / "ResNet20_results.json").read_text())
+    assert summary["command"].startswith("torchrun --nnodes=2 --nproc_per_node=1 --rdzv-backend=c10d")
