@@ -15,6 +15,8 @@ Every model is built by a factory of its own name (``from resnet import ResNet56
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Callable, Optional, Sequence, Type, Union
 
 import torch
@@ -554,4 +556,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:  # `python resnet.py | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's last flush succeeds

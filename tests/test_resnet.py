@@ -2,6 +2,10 @@
 
 import math
 import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +13,8 @@ import torch.nn as nn
 
 import resnet
 from resnet import MODELS, ZeroPadShortcut, build_model, count_macs, count_parameters
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
 PLAIN_DEPTHS = (20, 32, 44, 56, 110)
@@ -282,3 +288,11 @@ def test_each_factory_names_its_paper_and_its_exact_parameter_count():
 def test_the_public_names_are_the_models_and_their_tools():
     assert set(MODELS) <= set(resnet.__all__)
     assert all(hasattr(resnet, name) for name in resnet.__all__)
+
+
+@pytest.mark.slow
+def test_the_model_table_has_a_title_and_ends_quietly_when_its_reader_stops_early():
+    table = subprocess.run(f"{shlex.quote(sys.executable)} resnet.py | head -n 3", shell=True, cwd=ROOT,
+                           capture_output=True, text=True)
+    assert table.stdout.splitlines()[0].startswith("Every model of resnet.py") and "ResNet20" in table.stdout
+    assert "Traceback" not in table.stderr

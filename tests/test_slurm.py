@@ -1,6 +1,7 @@
 """The sweep on a real Slurm (issue 28): a private one-node cluster (tests/slurm_cluster.py) runs
-`python sweep.py slurm --submit` on tiny data, requeues a running task, and runs a failing one.
-Skipped, with the reason, where Slurm's programs are absent; .ci/run installs them."""
+`python sweep.py slurm --submit` on tiny data with a failing model among the good ones, requeues a
+running task, and trains one run over two tasks of one allocation (srun + torchrun). Skipped, with
+the reason, where Slurm's programs are absent; .ci/run installs them."""
 
 import json
 import os
