@@ -43,7 +43,15 @@ import torch.nn as nn
 
 from cifar_resnet import benchmark, data, distributed, evaluate, figures, passes, provenance, settings
 from cifar_resnet.checkpoints import RunFiles, check_optimizer_state, checked_for_saving, load_checkpoint
-from cifar_resnet.console import epoch_line, fail, print_paths_as_they_are, progress, resume_command, say
+from cifar_resnet.console import (
+    epoch_line,
+    fail,
+    memory_that_ran_out,
+    print_paths_as_they_are,
+    progress,
+    say,
+    what_is_kept,
+)
 from cifar_resnet.errors import Diverged, RunInterrupted, UsageError
 from cifar_resnet.fields import COMPLETE, csv_row, plural, printable, summary_text
 from cifar_resnet.hardware import MEMORY_FORMAT, Runtime, StopSignals, ignore_stop_signals, setup
@@ -439,25 +447,6 @@ def train_and_finish(training: Training, files: RunFiles, stop: StopSignals, log
         raise Diverged(f"{divergence}; {kept}") from None
     status, extra = ending
     return finish(training, files, status, **extra)
-
-
-def memory_that_ran_out(error: RuntimeError) -> Optional[str]:
-    """"GPU" or "CPU" where ``error`` says an allocation failed, else None. PyTorch has an exception
-    class for the GPU's; the CPU allocator's failure is a plain RuntimeError, known by its words."""
-    if isinstance(error, torch.OutOfMemoryError):
-        return "GPU"
-    return "CPU" if "DefaultCPUAllocator: can't allocate memory" in str(error) else None
-
-
-def what_is_kept(args: Optional[argparse.Namespace], epochs_done: int) -> str:
-    """The end of the line that reports a stop: what the run keeps and how to go on."""
-    if args is None or args.evaluate or args.benchmark:
-        return ""  # nothing was being written
-    if epochs_done:
-        return f" with {plural(epochs_done, 'finished epoch')} saved; continue with: {resume_command(args)}"
-    if args.resume:
-        return " before training resumed; the run is as it was: run the same command to continue it"
-    return " before its first epoch finished, so there is nothing to resume: run the same command to start it again"
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -11,11 +11,13 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
+import torch
 from tqdm import tqdm
 
 from cifar_resnet import distributed
+from cifar_resnet.fields import plural
 
 ERROR_GRACE_SECONDS = 3  # how long a process other than rank 0 waits before exiting on an error
 BAR_REFRESH_STEPS = 50  # steps between refreshes of the bar's numbers (each costs a sync)
@@ -116,6 +118,25 @@ def fail(message: str, status: int) -> int:
     if not distributed.is_main_process():
         time.sleep(ERROR_GRACE_SECONDS)
     return status
+
+
+def memory_that_ran_out(error: RuntimeError) -> Optional[str]:
+    """"GPU" or "CPU" where ``error`` says an allocation failed, else None. PyTorch has an exception
+    class for the GPU's; the CPU allocator's failure is a plain RuntimeError, known by its words."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return "GPU"
+    return "CPU" if "DefaultCPUAllocator: can't allocate memory" in str(error) else None
+
+
+def what_is_kept(args: Optional[argparse.Namespace], epochs_done: int) -> str:
+    """The end of the line that reports a stop: what the run keeps and how to go on."""
+    if args is None or args.evaluate or args.benchmark:
+        return ""  # nothing was being written
+    if epochs_done:
+        return f" with {plural(epochs_done, 'finished epoch')} saved; continue with: {resume_command(args)}"
+    if args.resume:
+        return " before training resumed; the run is as it was: run the same command to continue it"
+    return " before its first epoch finished, so there is nothing to resume: run the same command to start it again"
 
 
 def resume_command(args: argparse.Namespace) -> str:
