@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from cifar_resnet.errors import UsageError
+from cifar_resnet.errors import OneLineParser, UsageError
 from cifar_resnet.paper import RECIPE, SWEEP_MODELS
 from cifar_resnet.runfolder import RunFolder, write_text
 
@@ -97,11 +97,6 @@ def train_arguments(model: str, seed: str) -> list[str]:
     if run_folder(model, seed).state() != "new":
         command.append("--resume")
     return command + train_flags()
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message}")
 
 
 def slurm_options(argv: list[str]) -> argparse.Namespace:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 
 
 class UsageError(Exception):
     """A bad argument or input the user can fix: one line on stderr, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Reports a bad argument as one line (UsageError), not argparse's usage block."""
+
+    def error(self, message: str):
+        raise UsageError(message)
 
 
 class RunInterrupted(Exception):

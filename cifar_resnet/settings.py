@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from cifar_resnet import data, distributed
-from cifar_resnet.errors import UsageError
+from cifar_resnet.errors import OneLineParser, UsageError
 from cifar_resnet.fields import printable
 from cifar_resnet.hardware import COMPILE_MIN_EPOCHS, COMPILE_MODES, Runtime
 from cifar_resnet.paper import RECIPE
@@ -46,11 +46,8 @@ COMMAND_FLAGS = (*(name for name, kind in SETTINGS.items() if kind == "command")
 PRESET_TABLE_SETTINGS = tuple(RECIPE)  # the rows of --help's table: what a preset may set
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Reports a bad argument as one line (UsageError), not argparse's usage block."""
-
-    def error(self, message: str):
-        raise UsageError(message)
+class TrainParser(OneLineParser):
+    """train.py's parser: bad arguments are one line, and --help ends with the presets table."""
 
     def format_help(self) -> str:
         """The flags, then the presets side by side (made only here: the table parses each preset)."""
@@ -97,8 +94,8 @@ def count_or_fraction(text: str) -> float:
         return value
 
 
-def build_parser() -> OneLineParser:
-    parser = OneLineParser(description="Train a ResNet on CIFAR-10 (or CIFAR-100) with the paper's recipe, or another preset.",
+def build_parser() -> TrainParser:
+    parser = TrainParser(description="Train a ResNet on CIFAR-10 (or CIFAR-100) with the paper's recipe, or another preset.",
                            formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=None, metavar="MODEL",
