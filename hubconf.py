@@ -9,6 +9,12 @@ that train.py wrote.
     image = torchvision.io.decode_image("cat.png")                                # uint8, 3 x 32 x 32
     print(model.classes[model(image).argmax()])                                    # "cat"
 
+Weights exported by ``weights.py export`` are found by name in their manifest (a file or a URL;
+the weights lie beside it), and their SHA-256 must be the manifest's:
+
+    model = torch.hub.load("<owner>/<repo>", "ResNet56", manifest="https://example.org/weights/manifest.jsonl")
+    model = torch.hub.load("<owner>/<repo>", "ResNet56", manifest="exported/manifest.jsonl", weights="ResNet56_seed1")
+
 A checkpoint is read with ``weights_only=True`` and checked before use; one that holds another
 model, was trained for another number of classes than ``num_classes`` asks for or with other
 options (``shortcut=``, ``stem=``), or whose SHA-256 is not ``sha256=``, is refused with a
@@ -24,13 +30,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import torch
 import torch.nn as nn
 
+from cifar_resnet import export
 from cifar_resnet.checkpoints import load_checkpoint, rebuild_model, trained_classifier
 from cifar_resnet.data import file_digest
 from cifar_resnet.errors import UsageError
@@ -45,8 +53,7 @@ def checkpoint_file(weights, sha256: Optional[str]) -> Path:
     ``sha256``, the file's SHA-256 must be that."""
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"weights must be a checkpoint's path or an http(s) URL, got {weights!r}")
-    is_url = urlparse(str(weights)).scheme in ("http", "https")
-    path = downloaded(str(weights)) if is_url else local_file(Path(weights))
+    path = downloaded(str(weights)) if is_url(str(weights)) else local_file(Path(weights))
     found = file_digest(path, "sha256") if sha256 is not None and path.is_file() else None
     if found is not None and found != sha256.lower():
         raise ValueError(f"{weights} has the SHA-256 {found}, not the {sha256} asked for")
@@ -75,6 +82,38 @@ def downloaded(url: str) -> Path:
     return cached
 
 
+def from_manifest(manifest, weights: str, sha256: Optional[str]) -> tuple[str, str]:
+    """Where the weights named ``weights`` in ``manifest`` (a path or an http(s) URL) lie, beside
+    it, and the SHA-256 the manifest gives them (which ``sha256``, where given, must be)."""
+    if not isinstance(manifest, (str, os.PathLike)) or not isinstance(weights, str):
+        raise ValueError(f"with manifest=, weights must be a name in it, got {weights!r}")
+    manifest = str(manifest)
+    path = None if is_url(manifest) else local_file(Path(manifest))
+    if path is not None and not path.is_file():
+        raise ValueError(f"no manifest at {manifest}")
+    entries = downloaded_manifest(manifest) if path is None else export.read_manifest_file(path)
+    entry = export.manifest_entry(entries, weights, manifest)
+    if sha256 is not None and sha256.lower() != entry["sha256"]:
+        raise ValueError(f"{manifest} gives {weights!r} the SHA-256 {entry['sha256']}, not the {sha256} asked for")
+    # The file's name is a name, never a path (export.NAME): it lies beside the manifest.
+    return (urljoin(manifest, entry["file"]) if path is None else str(path.parent / entry["file"])), entry["sha256"]
+
+
+def is_url(text: str) -> bool:
+    return urlparse(text).scheme in ("http", "https")
+
+
+def downloaded_manifest(url: str) -> list[dict]:
+    """The entries of the manifest at ``url``, read afresh each time (a manifest gains entries)."""
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / export.MANIFEST
+        try:
+            torch.hub.download_url_to_file(url, str(copy), progress=False)
+        except Exception as error:  # no network, a 404: one sentence
+            raise ValueError(f"could not download {url} ({type(error).__name__}: {error})") from None
+        return export.read_manifest_file(copy)
+
+
 def load_model(name: str, weights, num_classes: Optional[int], sha256: Optional[str], options: dict) -> nn.Module:
     if weights is None:
         return build_model(name, **options, **({} if num_classes is None else {"num_classes": num_classes}))
@@ -95,12 +134,18 @@ def load_model(name: str, weights, num_classes: Optional[int], sha256: Optional[
 
 def entry_point(name: str) -> Callable[..., nn.Module]:
     def load(weights: Optional[str] = None, num_classes: Optional[int] = None, sha256: Optional[str] = None,
-             **options) -> nn.Module:
+             manifest: Optional[str] = None, **options) -> nn.Module:
+        if manifest is not None:
+            try:
+                weights, sha256 = from_manifest(manifest, name if weights is None else weights, sha256)
+            except UsageError as error:
+                raise ValueError(str(error)) from None
         return load_model(name, weights, num_classes, sha256, options)
 
     load.__name__ = load.__qualname__ = name
     load.__doc__ = (f"{name} (resnet.py), untrained, or with ``weights``: the path or URL of a {name} checkpoint "
-                    "written by train.py, whose SHA-256 must be ``sha256`` where given. ``num_classes`` (10 or "
+                    "written by train.py, whose SHA-256 must be ``sha256`` where given; with ``manifest`` (a path "
+                    f"or URL), ``weights`` is a name in it (default: {name!r}). ``num_classes`` (10 or "
                     "100; default: 10, or the checkpoint's) and the builder's options (shortcut, stem) as in "
                     "resnet.py; with weights, they must be the checkpoint's, and the model takes images as they "
                     "come (uint8, or floats in 0..1) and normalises them as the run did. Any problem raises "

@@ -41,7 +41,7 @@ import torch  # noqa: E402  (after the handler above)
 import torch.nn as nn
 
 from cifar_resnet import benchmark, data, distributed, evaluate, figures, settings
-from cifar_resnet.checkpoints import RunFiles, load_checkpoint
+from cifar_resnet.checkpoints import RunFiles, load_checkpoint, starting_point
 from cifar_resnet.console import epoch_line, fail, memory_that_ran_out, print_paths_as_they_are, say, what_is_kept
 from cifar_resnet.errors import Diverged, RunInterrupted, UsageError
 from cifar_resnet.fields import plural, printable, summary_text
@@ -137,6 +137,9 @@ def restore_files(training: Training, files: RunFiles, source: Path) -> None:
 
 def run(args: argparse.Namespace) -> Optional[dict]:
     """Train, or continue, one run; None when --resume finds it already finished."""
+    start = None if args.init_from is None else starting_point(args.init_from)
+    if start is not None:
+        settings.adopt_start(args, start["args"], args.init_from)  # first: the data set names the folder
     files = RunFiles.of(args.results_dir, args.model, args.dataset)
     checkpoint = checkpoint_to_resume(args, files)
     if checkpoint is not None:
@@ -149,6 +152,8 @@ def run(args: argparse.Namespace) -> Optional[dict]:
             say(f"{files.folder}: this run {done}; nothing to do")
             return None
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
+    if start is not None:
+        model.load_state_dict(start["model"])  # starting_point checked that they fit
     settings.resolve(args, runtime)
     if args.sync_bn:
         distributed.check_sync_bn(runtime.processes, runtime.device, resumed=checkpoint is not None)
@@ -157,15 +162,18 @@ def run(args: argparse.Namespace) -> Optional[dict]:
     folder = data.find_or_download(args.data_dir, source)
     dataset = data.load_dataset(folder, source, args.val_size, args.seed, args.subset)
     if not runtime.processes.is_main:  # the other processes train and leave the files to rank 0
-        return run_locked(args, files, checkpoint, runtime, model, dataset)
+        return run_locked(args, files, start if checkpoint is None else checkpoint, runtime, model, dataset)
     files.make_writable()
     with files.locked():
-        return run_locked(args, files, checkpoint, runtime, model, dataset)
+        return run_locked(args, files, start if checkpoint is None else checkpoint, runtime, model, dataset)
 
 
-def run_locked(args: argparse.Namespace, files: RunFiles, checkpoint: Optional[dict], runtime: Runtime,
+def run_locked(args: argparse.Namespace, files: RunFiles, start: Optional[dict], runtime: Runtime,
                model: nn.Module, dataset: data.Dataset) -> dict:
-    training = Training(args, runtime, model, dataset)
+    """The run from ``start``: the checkpoint it resumes, the one whose weights it starts from
+    (--init-from: already in ``model``), or None."""
+    training = Training(args, runtime, model, dataset, start)
+    checkpoint = start if args.resume else None
     if checkpoint is not None:
         try:
             training.load_state_dict(checkpoint)

@@ -16,9 +16,22 @@ import torch
 import torch.nn as nn
 
 from cifar_resnet.augment import Mixing
-from cifar_resnet.data import SOURCES, is_class_name
+from cifar_resnet.data import SOURCES, file_digest, is_class_name
 from cifar_resnet.errors import UsageError
-from cifar_resnet.fields import is_best, is_count, is_history, is_number, is_part, is_row
+from cifar_resnet.fields import (
+    COMPLETE,
+    is_best,
+    is_count,
+    is_history,
+    is_number,
+    is_part,
+    is_percent,
+    is_row,
+    is_sha256,
+    is_start_record,
+    is_text,
+    printable,
+)
 from cifar_resnet.runfolder import RunFileError, RunFolder, atomic_write, link_atomically
 from resnet import MODELS, build_model
 
@@ -132,9 +145,30 @@ def _is_optimizer_state(value) -> bool:
             and isinstance(value.get("param_groups"), list))
 
 
+def _is_import_record(value) -> bool:
+    """Where imported weights came from (peer_weights.py): the publisher, the file and its SHA-256,
+    and the accuracy the publisher reports, where it reports one."""
+    return (isinstance(value, dict) and is_text(value.get("source")) and is_text(value.get("file"))
+            and is_sha256(value.get("sha256"))
+            and (value.get("reported_test_acc") is None or is_percent(value["reported_test_acc"])))
+
+
+def _is_export_record(value) -> bool:
+    """What the run of exported weights was (export.py): its final test accuracy, status, epochs,
+    command and provenance (the summary's lines)."""
+    return (isinstance(value, dict) and is_percent(value.get("final_test_acc")) and is_count(value.get("epochs"))
+            and value.get("status") in COMPLETE and isinstance(value.get("official_data", False), bool)
+            and isinstance(value.get("provenance"), list) and all(map(is_text, value["provenance"]))
+            and is_text(value.get("run")) and is_text(value.get("command")))
+
+
+def _is_class_names(value) -> bool:
+    return isinstance(value, list) and all(map(is_class_name, value))  # as many as its data set's: load_checkpoint
+
+
 # Every field of a checkpoint and what it must be: save_checkpoint writes only these, each as the
-# table says; --evaluate reads EVALUATION_FIELDS, --resume every field (older checkpoints lack the
-# OPTIONAL_FIELDS).
+# table says; --evaluate, --init-from and torch.hub read EVALUATION_FIELDS, --resume every field
+# (older checkpoints lack the OPTIONAL_FIELDS; present, each is checked).
 CHECKPOINT_FIELDS = {
     "model": _is_weights,
     "args": _is_settings,
@@ -149,18 +183,28 @@ CHECKPOINT_FIELDS = {
     "wall_seconds": lambda value: is_number(value) and 0 <= value < math.inf,
     "provenance": _is_provenance,
     "test_predictions": predictions_are_valid,
+    "started_from": is_start_record,
 }
 EVALUATION_FIELDS = ("model", "args", "epoch", "normalization")
-OPTIONAL_FIELDS = ("metrics", "provenance")
+OPTIONAL_FIELDS = ("metrics", "provenance", "started_from")
+# The fields of weights that no run of this folder wrote, beside EVALUATION_FIELDS: weights imported
+# from another project (peer_weights.py) or exported from a run (export.py). Checked where present.
+WEIGHTS_FIELDS = {
+    "imported": _is_import_record,
+    "exported": _is_export_record,
+    "classes": _is_class_names,
+}
 
 
 def checkpoint_problem(checkpoint: dict, fields) -> Optional[str]:
-    """Which of ``fields`` is missing from ``checkpoint`` or not as CHECKPOINT_FIELDS says; None if none."""
+    """Which of ``fields`` is missing from ``checkpoint`` or not as CHECKPOINT_FIELDS (or
+    WEIGHTS_FIELDS) says; None if none."""
     for field in fields:
-        if field in OPTIONAL_FIELDS:  # older checkpoints lack it: absent is fine, present must fit
-            if field in checkpoint and not CHECKPOINT_FIELDS[field](checkpoint[field]):
+        fits = CHECKPOINT_FIELDS.get(field) or WEIGHTS_FIELDS[field]
+        if field in OPTIONAL_FIELDS or field in WEIGHTS_FIELDS:  # absent is fine, present must fit
+            if field in checkpoint and not fits(checkpoint[field]):
                 return f"its {field!r} is not what train.py writes"
-        elif field not in checkpoint or not CHECKPOINT_FIELDS[field](checkpoint[field]):
+        elif field not in checkpoint or not fits(checkpoint[field]):
             return f"its {field!r} is missing or not what train.py writes"
     return None
 
@@ -202,7 +246,8 @@ def load_checkpoint(path: Path, model_name: Optional[str] = None, *, to_resume: 
         raise UsageError(f"{path} is not a readable checkpoint ({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or not {"model", "args", "epoch"} <= checkpoint.keys():
         raise UsageError(f"{path} is not a checkpoint written by train.py")
-    problem = checkpoint_problem(checkpoint, CHECKPOINT_FIELDS if to_resume else EVALUATION_FIELDS)
+    problem = checkpoint_problem(checkpoint, CHECKPOINT_FIELDS if to_resume else
+                                 (*EVALUATION_FIELDS, *OPTIONAL_FIELDS, *WEIGHTS_FIELDS))
     if problem:
         raise UsageError(f"{path}: {problem} (a damaged or foreign checkpoint)")
     planned = checkpoint["args"].get("epochs")  # its type is checked when the settings are adopted
@@ -223,6 +268,9 @@ def load_checkpoint(path: Path, model_name: Optional[str] = None, *, to_resume: 
     if model_name is not None and checkpoint["args"]["model"] != model_name:
         raise UsageError(f"{path} holds a {checkpoint['args']['model']}, not a {model_name}")
     saved = checkpoint["args"].get("dataset", "cifar10")
+    if "classes" in checkpoint and len(checkpoint["classes"]) != SOURCES[saved].class_count:
+        raise UsageError(f"{path}: it names {len(checkpoint['classes'])} classes, {SOURCES[saved].name} has "
+                         f"{SOURCES[saved].class_count} (a damaged checkpoint)")
     if dataset is not None and saved != dataset:
         raise UsageError(f"{path} holds a run on {SOURCES[saved].name}, not on {SOURCES[dataset].name}; "
                          f"give --dataset {saved} to use it")
@@ -254,6 +302,17 @@ def rebuild_model(checkpoint: dict, path: Path) -> nn.Module:
     return model
 
 
+def starting_point(path: Path) -> dict:
+    """The checkpoint that --init-from names, checked as --evaluate checks one, with what the new run
+    records of it as its ``started_from`` (as a resumed run's checkpoint holds it)."""
+    checkpoint = load_checkpoint(path, to_resume=False)
+    rebuild_model(checkpoint, path)  # its weights fit the network its settings name
+    source = checkpoint["imported"]["source"] if "imported" in checkpoint else "train.py"
+    return {**checkpoint, "started_from": {"checkpoint": printable(str(path)), "sha256": file_digest(path, "sha256"),
+                                           "model": checkpoint["args"]["model"], "source": source,
+                                           "epochs": checkpoint["epoch"]}}
+
+
 class TrainedClassifier(nn.Module):
     """A trained network that takes images as people have them: N x 3 x 32 x 32 (or one image,
     3 x 32 x 32), uint8 in 0..255 or floats in 0..1 (torchvision's ToTensor), normalised inside as
@@ -276,12 +335,19 @@ class TrainedClassifier(nn.Module):
         return self.network((images - self.mean) / self.std)
 
 
+def class_names(checkpoint: dict) -> tuple[str, ...]:
+    """The names of a checkpoint's classes: its own (exported weights), its run's (from its data),
+    else its data set's."""
+    if "classes" in checkpoint:
+        return tuple(checkpoint["classes"])
+    saved = checkpoint.get("test_predictions")
+    return (tuple(saved["classes"]) if predictions_are_valid(saved) else
+            SOURCES[checkpoint["args"].get("dataset", "cifar10")].classes)
+
+
 def trained_classifier(checkpoint: dict, network: nn.Module) -> TrainedClassifier:
     """``network`` (the checkpoint's, rebuilt) with the checkpoint's normalisation and class names."""
-    saved = checkpoint.get("test_predictions")
-    classes = (tuple(saved["classes"]) if predictions_are_valid(saved) else
-               SOURCES[checkpoint["args"].get("dataset", "cifar10")].classes)
-    return TrainedClassifier(network, checkpoint["normalization"], classes)
+    return TrainedClassifier(network, checkpoint["normalization"], class_names(checkpoint))
 
 
 def check_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
 from cifar_resnet import data, figures, hardware, passes
 from cifar_resnet.checkpoints import load_checkpoint, rebuild_model
@@ -36,6 +37,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     per_class = {label: 100 * float((predicted[labels == index] == index).mean())
                  for index, label in enumerate(classes) if (labels == index).any()}
     print(f"{path}: {name} on {source.name}, epoch {checkpoint['epoch']}, {runtime.describe()}, {runtime.precision}")
+    origin = where_from(checkpoint)
+    if origin:
+        print(origin)
     print(f"test accuracy: {accuracy:.2f}%  (error {100 - accuracy:.2f}%, loss {loss:.4f}, {len(labels)} images)")
     print("per-class accuracy, worst first:")
     for label, value in sorted(per_class.items(), key=lambda item: item[1]):
@@ -52,3 +56,18 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     figures.plot_confusion(labels, predicted, classes, figure, f"{name} ({path.name})")
     print(f"confusion matrix: {figure}")
     return {"model": name, "test_loss": loss, "test_acc": accuracy, "per_class_acc": per_class}
+
+
+def where_from(checkpoint: dict) -> Optional[str]:
+    """Where weights that no run of this folder trained came from, and what their source reports, to
+    set beside the accuracy measured here; None for a run's own checkpoint."""
+    if "imported" in checkpoint:
+        record = checkpoint["imported"]
+        reported = record["reported_test_acc"]
+        return (f"imported from {record['source']} ({record['file']}, sha256 {record['sha256'][:16]}...)"
+                + ("" if reported is None else f"; it reports {reported:.2f}% on the original test set"))
+    if "exported" in checkpoint:
+        record = checkpoint["exported"]
+        return (f"exported from the run {record['run']}: final test accuracy {record['final_test_acc']:.2f}% after "
+                f"{record['epochs']} epochs")
+    return None

@@ -52,7 +52,7 @@ def is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _is_percent(value) -> bool:
+def is_percent(value) -> bool:
     return is_number(value) and 0 <= value <= 100  # NaN fails the comparison
 
 
@@ -65,7 +65,7 @@ def _fits_column(column: str, value) -> bool:
     """Accuracies in 0..100; losses not negative (an evaluation loss may truly be infinite while the
     weights are finite); every other number finite and not negative."""
     if column.endswith("_acc"):
-        return _is_percent(value)
+        return is_percent(value)
     if column.endswith("_loss"):
         return is_number(value) and value >= 0  # NaN fails the comparison
     return _is_amount(value)
@@ -86,10 +86,10 @@ def is_history(value) -> bool:
 
 def is_best(value) -> bool:
     return value is None or (isinstance(value, dict) and is_count(value.get("epoch")) and value["epoch"] >= 1
-                             and value.get("selected_on") in ("val", "test") and _is_percent(value.get("selected_acc")))
+                             and value.get("selected_on") in ("val", "test") and is_percent(value.get("selected_acc")))
 
 
-def _is_plain_data(value, depth: int = 0) -> bool:
+def is_plain_data(value, depth: int = 0) -> bool:
     """Whether ``value`` is what JSON holds (printable strings, finite numbers, booleans, None, lists
     and dicts of them), nested no deeper than a run's record."""
     if isinstance(value, str):
@@ -101,14 +101,14 @@ def _is_plain_data(value, depth: int = 0) -> bool:
     if depth >= 4:
         return False
     if isinstance(value, list):
-        return all(_is_plain_data(item, depth + 1) for item in value)
-    return isinstance(value, dict) and all(isinstance(key, str) and _is_plain_data(item, depth + 1)
+        return all(is_plain_data(item, depth + 1) for item in value)
+    return isinstance(value, dict) and all(isinstance(key, str) and is_plain_data(item, depth + 1)
                                            for key, item in value.items())
 
 
 def is_part(value) -> bool:
     """One part of a run's provenance with every field its summary uses (provenance.finish_part)."""
-    return (isinstance(value, dict) and _is_plain_data(value) and is_count(value.get("first_epoch"))
+    return (isinstance(value, dict) and is_plain_data(value) and is_count(value.get("first_epoch"))
             and all(isinstance(value.get(key), dict) for key in ("code", "versions", "device", "data"))
             and isinstance(value["data"].get("official"), bool) and isinstance(value["data"].get("name"), str)
             and isinstance(value["code"].get("commit"), str) and isinstance(value["device"].get("type"), str)
@@ -116,12 +116,12 @@ def is_part(value) -> bool:
             and all(_is_amount(value.get(key)) for key in ("wall_seconds", "device_hours", "peak_memory_gib")))
 
 
-def _is_text(value) -> bool:
+def is_text(value) -> bool:
     return isinstance(value, str) and value.isprintable()  # no newline or escape code to forge a line with
 
 
 def _is_counts(value) -> bool:
-    return isinstance(value, dict) and all(_is_text(key) and is_count(count) for key, count in value.items())
+    return isinstance(value, dict) and all(is_text(key) and is_count(count) for key, count in value.items())
 
 
 def _is_numbers(value) -> bool:
@@ -152,22 +152,35 @@ def _is_record(value) -> bool:
 def _is_run_settings(value) -> bool:
     """A run's recorded settings: plain data, with the seed and data set the readers use (the sweep
     compares the rest by value, and shows those that differ)."""
-    return (isinstance(value, dict) and _is_plain_data(value) and is_count(value.get("seed")) and value["seed"] < 2**64
+    return (isinstance(value, dict) and is_plain_data(value) and is_count(value.get("seed")) and value["seed"] < 2**64
             and value.get("dataset", "cifar10") in DATASETS)
 
 
+def is_sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(char in "0123456789abcdef" for char in value)
+
+
+def is_start_record(value) -> bool:
+    """Where a run's weights started (--init-from): None from scratch, else the checkpoint, its
+    SHA-256, its model, whose weights they were (a train.py run, or a publisher's) and the epochs
+    they had been trained there."""
+    return value is None or (isinstance(value, dict) and all(is_text(value.get(key)) for key in
+                                                             ("checkpoint", "model", "source"))
+                             and is_sha256(value.get("sha256")) and is_count(value.get("epochs")))
+
+
 def _is_early_stop(value) -> bool:
-    return isinstance(value, dict) and is_count(value.get("epoch")) and _is_text(value.get("reason"))
+    return isinstance(value, dict) and is_count(value.get("epoch")) and is_text(value.get("reason"))
 
 
 # Every field of a run's summary (<Model>_results.json) and what it must be: train.py writes only
 # these (write_result checks), and every reader takes a summary only where each field it holds fits.
 SUMMARY_FIELDS = {
-    "model": _is_text,
+    "model": is_text,
     "status": lambda value: value in STATUSES,
     "parameters": is_count,
     # "final_*" for a run that ended as planned (the result), "latest_*" for one that may go on
-    **{f"{when}_{name}": _is_percent for when in ("final", "latest") for name in ("test_acc", "test_error", "val_acc")},
+    **{f"{when}_{name}": is_percent for when in ("final", "latest") for name in ("test_acc", "test_error", "val_acc")},
     "best": is_best,
     "epochs": is_count,
     "epochs_done": is_count,
@@ -177,16 +190,17 @@ SUMMARY_FIELDS = {
     "schedule": _is_schedule,
     "wall_seconds": _is_amount,
     "provenance": _is_record,  # older summaries have none
-    "device": _is_text,
-    "precision": _is_text,
+    "device": is_text,
+    "precision": is_text,
     "compiled": lambda value: isinstance(value, bool),
-    "compile_mode": lambda value: value is None or _is_text(value),
+    "compile_mode": lambda value: value is None or is_text(value),
     "settings": _is_run_settings,
-    "command": _is_text,
+    "command": is_text,
     "layer_response_std": _is_numbers,  # Figure 7's, for a run that ended as planned
-    "stopped_by": _is_text,  # the status's reasons
-    "diverged": _is_text,
+    "stopped_by": is_text,  # the status's reasons
+    "diverged": is_text,
     "early_stopped": _is_early_stop,
+    "started_from": is_start_record,  # older summaries have none
 }
 # What a summary that says the run ended as planned always holds: the report's numbers.
 COMPLETE_FIELDS = ("model", "parameters", "final_test_error", "epochs", "steps_per_epoch", "wall_seconds", "settings")
@@ -236,6 +250,12 @@ def summary_text(result: dict) -> str:
     if subset:
         lines.append(f"SMOKE RUN (--subset {subset}): {subset:,} training images and a fifth as many test images, "
                      "to see the pipeline work; its accuracy is not a result")
+    start = result.get("started_from")
+    if start is not None:
+        whose = (f"trained {plural(start['epochs'], 'epoch')} by train.py" if start["source"] == "train.py"
+                 else f"published by {start['source']}")
+        lines.append(f"STARTED FROM WEIGHTS (--init-from): {start['checkpoint']}, a {start['model']} {whose} "
+                     f"(sha256 {start['sha256'][:16]}...): fine-tuned, not trained from scratch")
     if "final_test_acc" in result:
         lines.append(f"final test accuracy: {result['final_test_acc']:.2f}%  "
                      f"(test error {100 - result['final_test_acc']:.2f}%)" + ("" if subset else "  <- the result"))

@@ -34,7 +34,7 @@ MAX_MIX_ALPHA = 100.0  # Beta(100, 100) is already a lambda of 0.5 +- 0.035; tim
 SETTINGS = {
     "model": "result", "shortcut": "result", "stem": "result", "dataset": "result", "recipe": "result",
     **{name: "result" for name in RECIPE if name not in ("model", "precision")},
-    "seed": "result", "subset": "result", "precision": "result", "sync_bn": "result",
+    "seed": "result", "subset": "result", "init_from": "result", "precision": "result", "sync_bn": "result",
     "device": "host", "threads": "host", "compile": "host", "compile_mode": "host", "deterministic": "host", "data_dir": "host",
     "results_dir": "host", "tensorboard": "host",
     "resume": "command", "overwrite": "command", "evaluate": "command", "benchmark": "command",
@@ -187,6 +187,10 @@ def build_parser() -> TrainParser:
                          help="deterministic kernels only, so a resumed run repeats an uninterrupted one bit for bit")
     control.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
                          help="continue a run from PATH, or without PATH from RESULTS_DIR/<model>/<model>_last.pth")
+    control.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
+                         help="start a new run from a checkpoint's weights (fine-tuning): a run's, or weights.py's "
+                              "import or export; the model, its options, the data set and the normalisation are "
+                              "the checkpoint's, the recipe this command's")
     control.add_argument("--overwrite", action="store_true", help="start afresh even where this model's results exist")
     control.add_argument("--benchmark", action="store_true",
                          help="time training steps and evaluation on random data at these settings, print images/s, "
@@ -219,6 +223,9 @@ def check_args(args: argparse.Namespace, preset_model: str) -> None:
                          "it was given an empty path")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other")
+    if args.init_from is not None and (args.resume or args.evaluate):
+        raise UsageError(f"--init-from starts a new run: --{'resume' if args.resume else 'evaluate'} takes its "
+                         "weights from its own checkpoint")
     if args.evaluate and (args.resume or "recipe" in args.given):
         raise UsageError(f"--evaluate and --{'resume' if args.resume else 'recipe'} exclude each other "
                          "(an evaluation takes its settings from the checkpoint)")
@@ -329,6 +336,19 @@ def adopt(args: argparse.Namespace, saved: dict) -> None:
         setattr(args, name, saved[name])
 
 
+def adopt_start(args: argparse.Namespace, saved: dict, path: Path) -> None:
+    """--init-from: the model, its options, the data set and the normalisation are the starting
+    checkpoint's (``saved``, its settings): its weights fit no other network, and expect their
+    inputs normalised as they were. One of them given with another value is refused."""
+    for name in ("model", "shortcut", "stem", "dataset", "normalize"):
+        if saved.get(name) is None:
+            continue
+        if name in args.given and getattr(args, name) != saved[name]:
+            raise UsageError(f"--{name} {getattr(args, name)} does not fit the weights of {path}, whose {name} is "
+                             f"{saved[name]}: leave it out, or start from other weights")
+        setattr(args, name, saved[name])
+
+
 def check_saved(saved: dict) -> None:
     """Raise UsageError unless a checkpoint's settings are what this command line accepts: they are
     written back into flags and parsed, so every check of a new run's flags applies, and each value
@@ -344,7 +364,8 @@ def check_saved(saved: dict) -> None:
         parsed = parse_args(argv)
     except UsageError as error:
         raise UsageError(f"the checkpoint's settings are not valid ({error}): a damaged or foreign checkpoint") from None
-    changed = [name for name in RESULT_SETTINGS if name in saved and saved[name] != getattr(parsed, name)]
+    written = recorded(parsed)  # as the run recorded them: a path as text
+    changed = [name for name in RESULT_SETTINGS if name in saved and saved[name] != written[name]]
     if changed:
         raise UsageError(f"the checkpoint's {changed[0]} is {saved[changed[0]]!r}, not what train.py writes "
                          "(a damaged or foreign checkpoint)")

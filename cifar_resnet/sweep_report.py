@@ -43,7 +43,7 @@ SOURCE_NAMES = {name: source.name for name, source in DATA_SOURCES.items()}  # c
 # The settings of the paper's recipe (Sec. 4.2) that a row must share to be set beside its numbers:
 # the model is the row's own, and a validation split or another precision leaves the schedule the
 # paper's (the first still blocks the verdict, below).
-PAPER_RECIPE = ("shortcut", "subset", *(name for name in RECIPE if name not in ("model", "val_size", "precision")))
+PAPER_RECIPE = ("shortcut", "subset", "init_from", *(name for name in RECIPE if name not in ("model", "val_size", "precision")))
 # Settings in which a run may differ from the paper's and still get a verdict: the seed, and the
 # precision (bf16 autocast on fast hardware; the README lists it among the differences).
 VERDICT_FREE_SETTINGS = ("model", "seed", "dataset", "precision")

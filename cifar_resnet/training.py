@@ -51,9 +51,14 @@ class Training:
     """One run between epochs: data, model, optimizer, schedule, random generator and the record
     so far; ``state_dict`` is exactly what a checkpoint holds to resume it."""
 
-    def __init__(self, args: argparse.Namespace, runtime: Runtime, model: nn.Module, dataset: data.Dataset) -> None:
+    def __init__(self, args: argparse.Namespace, runtime: Runtime, model: nn.Module, dataset: data.Dataset,
+                 start: Optional[dict] = None) -> None:
+        """``start``: the checkpoint a run resumes or (--init-from) starts from; its normalisation is
+        the one its weights were trained with, and its ``started_from`` says whether they were
+        trained from scratch. Without one, the normalisation is fitted to the data."""
         self.args, self.runtime, self.model, self.dataset = args, runtime, model, dataset
-        self.normalization = data.Normalization.fit(args.normalize, dataset.train.images)
+        self.normalization = (data.Normalization(**start["normalization"]) if start is not None else
+                              data.Normalization.fit(args.normalize, dataset.train.images))
         processes = runtime.processes
         self.generator = torch.Generator(device=runtime.device).manual_seed(args.seed)
         # One process draws its augmentation from the data generator, as always; several processes
@@ -82,6 +87,8 @@ class Training:
         self.test_predictions: Optional[dict] = None  # the latest epoch's, for the figures
         self.wall_seconds = 0.0
         self.record = provenance.Record()  # where the numbers come from
+        # The weights it started from (--init-from), or None from scratch (checkpoints from before --init-from)
+        self.started_from: Optional[dict] = None if start is None else start.get("started_from")
 
     @property
     def epochs_done(self) -> int:
@@ -146,6 +153,7 @@ class Training:
             "provenance": self.parts(),
             # also in a file of its own for the figures; here so a resume can rebuild that file
             "test_predictions": self.test_predictions,
+            "started_from": self.started_from,
         })
 
     def load_state_dict(self, checkpoint: dict) -> None:
@@ -214,6 +222,8 @@ class Training:
             settings=settings.recorded(self.args),
             command=self.args.command,
         )
+        if self.started_from is not None:
+            result["started_from"] = self.started_from
         if status in COMPLETE:
             result["layer_response_std"] = self.layer_response_std()
         return result

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from cifar_fixture import PINNED_HOST
-from cifar_resnet import settings
+from cifar_resnet import passes, settings
 from cifar_resnet.errors import RunInterrupted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +67,19 @@ def sweep_environment(monkeypatch, data_dir, results):
                         "MODELS": "ResNet20 Plain20", "SEEDS": "0 1"}.items():
         monkeypatch.setenv(name, value)
 
+
+
+def interrupt_second_epoch(monkeypatch):
+    """Ctrl-C in the second epoch of the next run (monkeypatch.undo() lets the run after it train)."""
+    original, calls = passes.train_one_epoch, []
+
+    def stop_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(passes, "train_one_epoch", stop_in_second_epoch)
 
 
 def stopped_by_sigterm(*_args, **_kwargs):

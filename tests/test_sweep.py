@@ -165,6 +165,7 @@ def test_the_verdict_follows_the_rule_fixed_in_advance(tmp_path):
         "seed0/ResNet44": ("ResNet44", 0, paper["ResNet44"], (), False),
         "lr/ResNet20": ("ResNet20", 0, paper["ResNet20"], ("--lr", "0.05"), True),
         "bf16/ResNet20": ("ResNet20", 2, paper["ResNet20"] + 0.45, ("--precision", "bf16"), True),
+        "fine-tuned/ResNet20": ("ResNet20", 3, paper["ResNet20"] - 1.0, ("--init-from", "imported/R20.pth"), True),
     }
     for folder, (model, seed, error, flags, official) in runs.items():
         write_fake_run(tmp_path / folder, model, seed, error, flags=flags, official=official)
@@ -181,9 +182,12 @@ def test_the_verdict_follows_the_rule_fixed_in_advance(tmp_path):
     assert verdicts["ResNet44 [data=not official]"]["verdict"] == "no verdict: not the official data"
     assert verdicts["ResNet20 [lr=0.05]"]["verdict"].startswith("no verdict: not the paper's settings (lr=0.05")
     assert verdicts["ResNet20 [precision=bf16]"]["verdict"] == "reproduced"  # precision: a listed difference
+    fine_tuned = verdicts["ResNet20 [init_from=imported/R20.pth]"]  # not trained from scratch: never set beside the paper
+    assert fine_tuned["verdict"].startswith("no verdict: not the paper's settings (init_from=imported/R20.pth")
+    assert fine_tuned["paper_schedule"] == "False"
     text = (tmp_path / "summary.md").read_text()
     assert verdict.RULE in text and "± is the sample standard deviation" in text
-    assert "Total compute of these runs: 1.75 device-hours." in text
+    assert "Total compute of these runs: 2.00 device-hours." in text  # 0.25 for each of the eight runs
 
 
 def test_summary_of_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):

@@ -11,7 +11,7 @@ import train
 from cifar_fixture import make_cifar, run_args
 from cifar_resnet import passes, recipe
 from cifar_resnet.data import CIFAR10
-from helpers import read_rows
+from helpers import interrupt_second_epoch, read_rows
 from resnet import MODELS, build_model
 
 COLUMNS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "train_images_per_s"]
@@ -85,19 +85,10 @@ def test_validation_picks_the_best_checkpoint_and_the_result_stays_the_final_mod
 
 @pytest.mark.slow
 def test_resume_continues_where_the_run_stopped(data_dir, tmp_path, monkeypatch, two_epoch_run):
-    original = passes.train_one_epoch
-    calls = []
-
-    def stop_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(passes, "train_one_epoch", stop_in_second_epoch)
+    interrupt_second_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train.main(run_args(data_dir, tmp_path, "--epochs", "2"))
-    monkeypatch.setattr(passes, "train_one_epoch", original)
+    monkeypatch.undo()
     assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", "--resume")) == 0
 
     resumed = read_csv(tmp_path / "ResNet20" / "ResNet20_results.csv")
