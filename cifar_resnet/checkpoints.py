@@ -155,11 +155,12 @@ def _is_import_record(value) -> bool:
 
 def _is_export_record(value) -> bool:
     """What the run of exported weights was (export.py): its final test accuracy, status, epochs,
-    command and provenance (the summary's lines)."""
+    command, provenance (the summary's lines) and the weights it started from (None: from scratch)."""
     return (isinstance(value, dict) and is_percent(value.get("final_test_acc")) and is_count(value.get("epochs"))
             and value.get("status") in COMPLETE and isinstance(value.get("official_data", False), bool)
             and isinstance(value.get("provenance"), list) and all(map(is_text, value["provenance"]))
-            and is_text(value.get("run")) and is_text(value.get("command")))
+            and is_text(value.get("run")) and is_text(value.get("command"))
+            and is_start_record(value.get("started_from")))
 
 
 def _is_class_names(value) -> bool:

@@ -68,6 +68,7 @@ def where_from(checkpoint: dict) -> Optional[str]:
                 + ("" if reported is None else f"; it reports {reported:.2f}% on the original test set"))
     if "exported" in checkpoint:
         record = checkpoint["exported"]
+        start = record.get("started_from")
         return (f"exported from the run {record['run']}: final test accuracy {record['final_test_acc']:.2f}% after "
-                f"{record['epochs']} epochs")
+                f"{record['epochs']} epochs" + ("" if start is None else f", fine-tuned from {start['checkpoint']}"))
     return None

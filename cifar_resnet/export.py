@@ -58,7 +58,7 @@ def final_weights(folder: Path) -> dict:
                          "final_test_acc": result["final_test_acc"], "epochs": result["epochs_done"],
                          "official_data": result.get("provenance", {}).get("official_data"),
                          "provenance": record_lines(result.get("provenance"), result["epochs_done"]),
-                         "command": result["command"]}}
+                         "command": result["command"], "started_from": result.get("started_from")}}
 
 
 def default_name(weights: dict) -> str:
@@ -126,7 +126,9 @@ def export(folder: Path, to: Path, name: Optional[str] = None) -> dict:
     settings, record = weights["args"], weights["exported"]
     entry = {"name": name, "file": path.name, "sha256": digest, "model": settings["model"],
              "dataset": settings.get("dataset", "cifar10"), "final_test_acc": record["final_test_acc"],
-             "epochs": record["epochs"], "official_data": record["official_data"], "run": record["run"]}
+             "epochs": record["epochs"], "official_data": record["official_data"], "run": record["run"],
+             # what makes it other than a run from scratch on all the data: a fine-tuning, a smoke run
+             "started_from": (record["started_from"] or {}).get("source"), "subset": settings.get("subset", 0)}
     try:
         to.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -35,6 +35,7 @@ def test_the_final_model_is_exported_under_its_hash_with_what_inference_needs(tw
     summary = json.loads((two_epoch_run / "ResNet20_results.json").read_text())
     assert (entry["name"], entry["model"], entry["dataset"], entry["final_test_acc"], entry["epochs"]) == \
         ("ResNet20", "ResNet20", "cifar10", summary["final_test_acc"], 2)
+    assert (entry["started_from"], entry["subset"]) == (None, 0)  # from scratch, on all the data
     saved = torch.load(path, weights_only=True)
     last = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)
     assert saved.keys() == {"model", "args", "epoch", "normalization", "classes", "exported"}  # no optimizer, no history

@@ -41,6 +41,8 @@ def test_a_run_starts_from_a_checkpoint_s_weights_and_normalisation(data_dir, tm
     assert saved["started_from"] == summary["started_from"]
     assert "STARTED FROM WEIGHTS (--init-from)" in capsys.readouterr().out
     assert "STARTED FROM WEIGHTS" in (tmp_path / "ResNet20" / "ResNet20_results.txt").read_text()
+    assert weights.main(["export", str(tmp_path / "ResNet20"), "--to", str(tmp_path / "exported")]) == 0
+    assert json.loads((tmp_path / "exported" / "manifest.jsonl").read_text())["started_from"] == "train.py"
 
 
 def test_imported_weights_bring_their_network_and_normalisation(data_dir, tmp_path):
