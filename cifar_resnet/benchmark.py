@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from typing import Optional
 
 import torch
 
@@ -18,10 +19,35 @@ from cifar_resnet.fields import plural
 from cifar_resnet.hardware import Runtime, StopSignals, setup
 from cifar_resnet.provenance import peak_memory_gib
 from cifar_resnet.recipe import make_augmentation, make_mixing, make_optimizer, make_schedule
+from resnet import count_macs
 
 BENCHMARK_SECONDS = 5.0  # roughly how long training steps are timed (and, apart, evaluation)
 CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES = 50_000, 10_000
 MAX_TIMED_STEPS = 500
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from NVIDIA's data sheets, by a part of the
+# name torch.cuda.get_device_name gives; the first that matches counts (the H100 PCIe before the SXM).
+BF16_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0))
+
+
+def bf16_peak_tflops(device: torch.device) -> Optional[tuple[str, float]]:
+    """The GPU's name and its dense bf16 peak, where BF16_PEAK_TFLOPS knows it."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next(((name, peak) for part, peak in BF16_PEAK_TFLOPS if part in name), None)
+
+
+def training_tflops(macs_per_image: int, images_per_s: float) -> float:
+    """What training achieves: a multiply-add is 2 FLOPs, and the backward pass costs about twice the
+    forward (the gradients of the inputs and of the weights), so 3 x 2 x MACs an image."""
+    return 6 * macs_per_image * images_per_s / 1e12
+
+
+def compute_line(result: dict, peak: Optional[tuple[str, float]]) -> str:
+    share = (f"{result['bf16_peak_share']:.1%} of the {peak[0]}'s dense bf16 peak ({peak[1]:g} TFLOP/s)" if peak
+             else "the device's dense bf16 peak is not known here")
+    return (f"compute:    {result['train_tflops']:.2f} TFLOP/s in training (3 x 2 x {result['macs_per_image'] / 1e6:.1f}M "
+            f"MACs an image: convolutions and the classifier), {share}")
 
 
 def peak_memory(runtime: Runtime) -> str:
@@ -74,11 +100,15 @@ def run(args: argparse.Namespace) -> dict:
               "train_steps_timed": steps,
               "train_images_per_s": train_rate, "eval_images_per_s": eval_rate, "warmup_seconds": warmup_seconds,
               "epoch_seconds": epoch_seconds, "projected_run_seconds": warmup_seconds + args.epochs * epoch_seconds,
-              "peak_memory": peak_memory(runtime)}
+              "peak_memory": peak_memory(runtime), "macs_per_image": count_macs(model)}
+    result["train_tflops"] = training_tflops(result["macs_per_image"], train_rate)
+    peak = bf16_peak_tflops(runtime.device)
+    result["bf16_peak_share"] = result["train_tflops"] / peak[1] if peak else None
     print(f"{args.model} on {result['device']}, {runtime.precision}, {runtime.describe_compile()}, "
           f"batch {args.batch_size}, recipe {args.recipe}")
     print(f"training:   {train_rate:,.0f} images/s ({steps} steps timed)")
     print(f"evaluation: {eval_rate:,.0f} images/s (batches of {passes.eval_batch_size(runtime.device)})")
+    print(compute_line(result, peak))
     print(f"warm-up (compilation included): {warmup_seconds:.1f} s; peak memory: {result['peak_memory']}")
     print(f"projected: {epoch_seconds:.1f} s per epoch of {f'the --subset of {args.subset:,}' if args.subset else 'CIFAR-10'} "
           "(train + test), "

@@ -48,6 +48,22 @@ def test_the_projection_is_the_full_run_at_the_measured_rates(monkeypatch, val_s
     epoch = train_images / 1000 + (test_images + val_size) / 10_000
     assert result["epoch_seconds"] == pytest.approx(epoch)
     assert result["projected_run_seconds"] == pytest.approx(0.1 + 164 * epoch)
+    # 3 x 2 FLOPs per MAC at 1,000 images/s; no peak is known for a CPU
+    assert result["train_tflops"] == pytest.approx(6 * 40_551_040 * 1000 / 1e12) and result["bf16_peak_share"] is None
+
+
+@pytest.mark.parametrize("name,peak", [
+    ("NVIDIA H200", 989.0), ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0),
+    ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA GeForce RTX 4090", None),
+])
+def test_the_share_of_the_peak_is_given_for_the_gpus_whose_bf16_peak_is_known(monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert benchmark.bf16_peak_tflops(torch.device("cuda")) == (None if peak is None else (name, peak))
+    result = {"train_tflops": 98.9, "macs_per_image": 40_551_040,
+              "bf16_peak_share": None if peak is None else 98.9 / peak}
+    line = benchmark.compute_line(result, benchmark.bf16_peak_tflops(torch.device("cuda")))
+    assert ("98.90 TFLOP/s" in line and "40.6M MACs" in line
+            and (f"{98.9 / peak:.1%} of the {name}'s dense bf16 peak" in line if peak else "not known here" in line))
 
 
 @pytest.mark.parametrize(
