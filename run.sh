@@ -7,6 +7,8 @@
 #   GPUS=0,1,2,3 ./run.sh                      # one job per GPU until the queue is empty
 #   EPOCHS=3 MODELS="ResNet20 Plain20" TRAIN_FLAGS="--subset 5000" RESULTS_DIR=results-quick ./run.sh
 #                                              # a smoke run of the whole pipeline, kept apart (a minute)
+#   ./run.sh --estimate                        # benchmark each model briefly: every run's projected time
+#                                              # and the whole sweep's on this machine; trains nothing
 #
 # Settings from the environment (defaults in brackets):
 #   MODELS       models, in order [the paper's ResNets and plain nets, ResNet18/34/50, ResNet1202 last]
@@ -34,8 +36,10 @@ cd "$(dirname "$0")"
 if [[ $# -eq 1 && ( $1 == -h || $1 == --help ) ]]; then
     sed -n '2,/^set -euo/{/^set -euo/d; s/^# \{0,1\}//; p}' run.sh  # the comment above
     exit 0
+elif [[ $# -eq 1 && $1 == --estimate ]]; then
+    exec "${PYTHON:-python}" sweep.py estimate  # what the sweep would take here; it trains nothing
 elif [[ $# -gt 0 ]]; then
-    echo "run.sh: takes no arguments, only the variables that ./run.sh --help lists; got: $*" >&2
+    echo "run.sh: takes no arguments but --estimate, only the variables that ./run.sh --help lists; got: $*" >&2
     exit 2
 fi
 

@@ -7,6 +7,8 @@ files and the command of each run live in one place.
     python sweep.py slurm [--submit] [--gpus N] [--cpus N] [--mem SIZE] [--time H:MM:SS] [--partition NAME]
                                       # the Slurm job arrays of the sweep (printed, or submitted)
     python sweep.py environment       # RESULTS_DIR/environment/<UTC time>-collect_env.txt and -pip-freeze.txt
+    python sweep.py estimate          # each model benchmarked briefly (train.py --benchmark): the projected
+                                      # time of every run still to train, and of the whole sweep (./run.sh --estimate)
 
 The sweep's variables (EPOCHS, DATASET, DATA_DIR, RESULTS_DIR, TRAIN_FLAGS, MODELS, SEEDS) are
 read from the environment, with the defaults below.
@@ -15,12 +17,14 @@ read from the environment, with the defaults below.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -45,11 +49,12 @@ SLURM_MIN_MINUTES = 15
 SLURM_REQUEUE = ("--requeue", "--signal=B:TERM@120", "--open-mode=append")
 SWEEP_FLAGS = ("--model", "--seed", "--epochs", "--dataset", "--data-dir", "--results-dir")  # set per run by the sweep
 MODEL_NAME, WHOLE_NUMBER = r"[A-Za-z][A-Za-z0-9_]*", r"[0-9]+"
-USAGE = "usage: python sweep.py defaults | run MODEL SEED | slurm [--submit] [--gpus N] ... | environment"
+USAGE = "usage: python sweep.py defaults | run MODEL SEED | slurm [--submit] [--gpus N] ... | environment | estimate"
 # What the sweep's environment snapshot holds: PyTorch's own report of the machine and libraries, and every package.
 ENVIRONMENT_COMMANDS = {"collect_env": [sys.executable, "-m", "torch.utils.collect_env"],
                         "pip-freeze": [sys.executable, "-m", "pip", "freeze"]}
 ENVIRONMENT_TIMEOUT_SECONDS = 120
+ESTIMATE_TIMEOUT_SECONDS = 3600  # one model's benchmark, compilation included (ResNet-1202's takes minutes)
 
 
 def setting(name: str) -> str:
@@ -194,6 +199,75 @@ def command_output(command: list[str]) -> str:
     return done.stdout + done.stderr + ("" if done.returncode == 0 else f"(exit status {done.returncode})\n")
 
 
+def epochs_to_train(model: str, seed: str) -> int:
+    """What the sweep's run of ``model`` and ``seed`` has left: none when finished or diverged (the
+    sweep skips it), the epochs its summary has not done yet when resumable, else all of them."""
+    files = run_folder(model, seed)
+    state = files.state()
+    if state in ("finished", "diverged"):
+        return 0
+    result = files.read_result() if state == "resumable" else None
+    return max(0, int(setting("EPOCHS")) - (result["epochs_done"] if result else 0))
+
+
+def benchmark_model(model: str) -> dict:
+    """``train.py --benchmark`` of ``model`` at the sweep's settings, in a process of its own (as the
+    sweep runs each model; on the first of GPUS), and its numbers; UsageError where it fails."""
+    environment = dict(os.environ)
+    if os.environ.get("GPUS"):
+        environment["CUDA_VISIBLE_DEVICES"] = os.environ["GPUS"].split(",")[0]
+    with tempfile.TemporaryDirectory() as folder:
+        numbers = Path(folder) / "benchmark.json"
+        command = [sys.executable, "train.py", "--model", model, "--benchmark", "--benchmark-json", str(numbers),
+                   "--epochs", setting("EPOCHS"), "--dataset", setting("DATASET"), *train_flags()]
+        try:
+            finished = subprocess.run(command, cwd=Path(__file__).resolve().parent, env=environment, text=True,
+                                      capture_output=True, timeout=ESTIMATE_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise UsageError(f"the benchmark of {model} took over {ESTIMATE_TIMEOUT_SECONDS} s") from None
+        if finished.returncode != 0 or not numbers.is_file():
+            reason = (finished.stderr.strip().splitlines() or ["no message"])[-1]
+            raise UsageError(f"the benchmark of {model} failed (exit status {finished.returncode}): {reason}")
+        return json.loads(numbers.read_text())
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def estimate() -> None:
+    """Benchmark each model that has runs left to train, and print what each run and the whole sweep
+    will take here: a run is its warm-up (compilation) and its epochs at the measured rates."""
+    models = setting("MODELS").split()
+    left = {model: [epochs for seed in setting("SEEDS").split() if (epochs := epochs_to_train(model, seed))]
+            for model in models}
+    to_benchmark = [model for model in models if left[model]]
+    rows, total, longest, described = [], 0.0, 0.0, None
+    for number, model in enumerate(to_benchmark, 1):
+        print(f"benchmarking {model} ({number} of {len(to_benchmark)}) ...", file=sys.stderr, flush=True)
+        numbers = benchmark_model(model)
+        runs = [numbers["warmup_seconds"] + epochs * numbers["epoch_seconds"] for epochs in left[model]]
+        total, longest = total + sum(runs), max(longest, *runs)
+        described = f"{numbers['device']}, {numbers['precision']}, " + (
+            f"compiled ({numbers['compile_mode']})" if numbers["compiled"] else "eager")
+        rows.append(f"| {model} | {numbers['train_images_per_s']:,.0f} | {numbers['epoch_seconds']:.1f} | "
+                    f"{numbers['warmup_seconds']:.0f} | {numbers['train_tflops']:.2f} | {len(runs)} | "
+                    f"{duration(max(runs))} | {duration(sum(runs))} |")
+    print(f"sweep estimate: EPOCHS={setting('EPOCHS')}, DATASET={setting('DATASET')}, SEEDS={setting('SEEDS')!r}, "
+          f"TRAIN_FLAGS={setting('TRAIN_FLAGS')!r}" + (f"; measured on {described}" if described else ""))
+    skipped = [model for model in models if model not in to_benchmark]
+    if skipped:
+        print(f"nothing left to train of: {' '.join(skipped)} (finished or diverged)")
+    if not rows:
+        return
+    print("\n| model | train images/s | s per epoch | warm-up s (compilation) | TFLOP/s | runs left | longest run | its runs |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(rows) + "\n")
+    gpus = len(os.environ.get("GPUS", "").split(",")) if os.environ.get("GPUS") else 1
+    print(f"whole sweep: {duration(total)} one run at a time" + (
+        f"; on {gpus} GPUs at a time, about {duration(max(total / gpus, longest))}" if gpus > 1 else ""))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Exit status 0, or 2 with one line on stderr for a bad question or a bad variable."""
     try:
@@ -214,6 +288,8 @@ def answer(argv: list[str]) -> int:
         slurm(slurm_options(argv[1:]))
     elif argv == ["environment"]:
         print("\n".join(map(str, snapshot_environment())))
+    elif argv == ["estimate"]:
+        estimate()
     else:
         print(USAGE, file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ a full CIFAR-10 run from the rates.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from typing import Optional
@@ -19,6 +20,7 @@ from cifar_resnet.fields import plural
 from cifar_resnet.hardware import Runtime, StopSignals, setup
 from cifar_resnet.provenance import peak_memory_gib
 from cifar_resnet.recipe import make_augmentation, make_mixing, make_optimizer, make_schedule
+from cifar_resnet.runfolder import write_text
 from resnet import count_macs
 
 BENCHMARK_SECONDS = 5.0  # roughly how long training steps are timed (and, apart, evaluation)
@@ -110,7 +112,9 @@ def run(args: argparse.Namespace) -> dict:
     print(f"evaluation: {eval_rate:,.0f} images/s (batches of {passes.eval_batch_size(runtime.device)})")
     print(compute_line(result, peak))
     print(f"warm-up (compilation included): {warmup_seconds:.1f} s; peak memory: {result['peak_memory']}")
-    print(f"projected: {epoch_seconds:.1f} s per epoch of {f'the --subset of {args.subset:,}' if args.subset else 'CIFAR-10'} "
-          "(train + test), "
+    whole = f"the --subset of {args.subset:,}" if args.subset else data.SOURCES[args.dataset].name
+    print(f"projected: {epoch_seconds:.1f} s per epoch of {whole} (train + test), "
           f"{result['projected_run_seconds'] / 60:.1f} min for {plural(args.epochs, 'epoch')}")
+    if args.benchmark_json is not None:  # for sweep.py estimate
+        write_text(args.benchmark_json, json.dumps(result, indent=1) + "\n")
     return result

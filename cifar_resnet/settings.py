@@ -38,6 +38,7 @@ SETTINGS = {
     "device": "host", "threads": "host", "compile": "host", "compile_mode": "host", "deterministic": "host", "data_dir": "host",
     "results_dir": "host", "tensorboard": "host",
     "resume": "command", "overwrite": "command", "evaluate": "command", "benchmark": "command",
+    "benchmark_json": "command",
 }
 RESULT_SETTINGS = tuple(name for name, kind in SETTINGS.items() if kind == "result")
 HOST_SETTINGS = tuple(name for name, kind in SETTINGS.items() if kind == "host")
@@ -195,6 +196,8 @@ def build_parser() -> TrainParser:
     control.add_argument("--benchmark", action="store_true",
                          help="time training steps and evaluation on random data at these settings, print images/s, "
                               "peak memory and the projected run time, and exit without writing anything")
+    control.add_argument("--benchmark-json", type=Path, default=None, metavar="FILE",
+                         help="with --benchmark: also write its numbers to FILE as JSON (what sweep.py estimate reads)")
     control.add_argument("--evaluate", type=Path, default=None, metavar="CHECKPOINT",
                          help="evaluate a saved checkpoint on the test set instead of training")
 
@@ -229,6 +232,8 @@ def check_args(args: argparse.Namespace, preset_model: str) -> None:
     if args.evaluate and (args.resume or "recipe" in args.given):
         raise UsageError(f"--evaluate and --{'resume' if args.resume else 'recipe'} exclude each other "
                          "(an evaluation takes its settings from the checkpoint)")
+    if args.benchmark_json is not None and not args.benchmark:
+        raise UsageError("--benchmark-json goes with --benchmark")
     if (args.evaluate or args.benchmark) and distributed.from_environment().distributed:
         raise UsageError(f"--{'evaluate' if args.evaluate else 'benchmark'} runs in one process: start it with "
                          "python, not torchrun")

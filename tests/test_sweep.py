@@ -325,9 +325,9 @@ def test_run_sh_explains_itself_and_refuses_arguments_it_does_not_take(tmp_path)
     environment = {**os.environ, "RESULTS_DIR": str(tmp_path / "results")}
     shown = subprocess.run(["bash", "run.sh", "--help"], cwd=ROOT, env=environment, capture_output=True, text=True)
     assert shown.returncode == 0 and "MODELS" in shown.stdout and "TRAIN_FLAGS" in shown.stdout
-    refused = subprocess.run(["bash", "run.sh", "--estimate"], cwd=ROOT, env=environment, capture_output=True, text=True)
-    assert refused.returncode == 2 and refused.stderr == ("run.sh: takes no arguments, only the variables that "
-                                                          "./run.sh --help lists; got: --estimate\n")
+    refused = subprocess.run(["bash", "run.sh", "--dry-run"], cwd=ROOT, env=environment, capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stderr == ("run.sh: takes no arguments but --estimate, only the "
+                                                          "variables that ./run.sh --help lists; got: --dry-run\n")
     assert not (tmp_path / "results").exists()  # nothing started
 
 
@@ -357,3 +357,57 @@ def test_run_sh_refuses_bad_models_seeds_and_empty_variables_before_making_anyth
     assert done.returncode == 2
     assert done.stderr == f"sweep.py: error: {message}" + done.stderr.split(message, 1)[1]
     assert done.stderr.count("\n") == 1 and not results.exists()
+
+
+def test_the_estimate_prices_every_run_left_to_train_and_the_whole_sweep(tmp_path, monkeypatch, capsys):
+    """A finished run costs nothing, a resumable one its epochs left, a new one all of them; each
+    run pays its warm-up; two GPUs share the queue."""
+    for name, value in {"MODELS": "ResNet20 ResNet56", "SEEDS": "0 1", "EPOCHS": "10", "GPUS": "0,1",
+                        "RESULTS_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    write_fake_run(tmp_path / "seed0" / "ResNet20", "ResNet20", 0, 8.0, epochs=10)
+    write_fake_run(tmp_path / "seed1" / "ResNet56", "ResNet56", 1, 8.0, epochs=4)
+    summary = json.loads((tmp_path / "seed1" / "ResNet56" / "ResNet56_results.json").read_text())
+    summary.update(status="interrupted", epochs=10, epochs_done=4)
+    (tmp_path / "seed1" / "ResNet56" / "ResNet56_results.json").write_text(json.dumps(summary))
+    (tmp_path / "seed1" / "ResNet56" / "ResNet56_last.pth").write_bytes(b"a checkpoint")
+    benchmarked = []
+
+    def benchmark(model):
+        benchmarked.append(model)
+        return {"warmup_seconds": 10.0, "epoch_seconds": {"ResNet20": 2.0, "ResNet56": 5.0}[model],
+                "train_images_per_s": 1000.0, "train_tflops": 0.25, "device": "cuda (NVIDIA H200)",
+                "precision": "bf16", "compiled": True, "compile_mode": "reduce-overhead"}
+
+    monkeypatch.setattr(sweep_module, "benchmark_model", benchmark)
+    assert sweep_module.main(["estimate"]) == 0
+    out = capsys.readouterr().out
+    assert benchmarked == ["ResNet20", "ResNet56"]
+    assert "| ResNet20 | 1,000 | 2.0 | 10 | 0.25 | 1 | 30 s | 30 s |" in out  # seed 1 only: 10 + 10 x 2
+    assert "| ResNet56 | 1,000 | 5.0 | 10 | 0.25 | 2 | 60 s | 100 s |" in out  # 10 + 10 x 5, and 10 + 6 x 5
+    assert "whole sweep: 2.2 min one run at a time; on 2 GPUs at a time, about 65 s" in out  # 130 s
+    assert "measured on cuda (NVIDIA H200), bf16, compiled (reduce-overhead)" in out
+
+
+def test_a_benchmark_that_fails_stops_the_estimate_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("MODELS", "ResNet20")
+    monkeypatch.setenv("TRAIN_FLAGS", "--lr -1")
+    assert sweep_module.main(["estimate"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "sweep.py: error: the benchmark of ResNet20 failed (exit status 2): train.py: error: --lr must be positive "
+        "and finite, got -1.0")
+
+
+@pytest.mark.slow
+def test_run_sh_estimate_benchmarks_the_sweep_and_trains_nothing(tmp_path):
+    environment = {**os.environ, "RESULTS_DIR": str(tmp_path / "results"), "MODELS": "ResNet20", "EPOCHS": "3",
+                   "TRAIN_FLAGS": TINY_SWEEP["TRAIN_FLAGS"] + " --compile off --subset 2000"}
+    estimated = subprocess.run(["bash", "run.sh", "--estimate"], cwd=ROOT, env=environment, capture_output=True,
+                               text=True, timeout=300)
+    assert estimated.returncode == 0, estimated.stderr
+    row = next(line for line in estimated.stdout.splitlines() if line.startswith("| ResNet20 |"))
+    images_per_s, epoch_seconds, warmup, _, runs, longest, _ = [cell.strip() for cell in row.split("|")[2:-1]]
+    assert float(images_per_s.replace(",", "")) > 0 and runs == "1"
+    assert float(longest.removesuffix(" s")) == pytest.approx(float(warmup) + 3 * float(epoch_seconds), abs=1.5)
+    assert "whole sweep:" in estimated.stdout and not (tmp_path / "results").exists()
