@@ -237,34 +237,33 @@ def duration(seconds: float) -> str:
 
 def estimate() -> None:
     """Benchmark each model that has runs left to train, and print what each run and the whole sweep
-    will take here: a run is its warm-up (compilation) and its epochs at the measured rates."""
+    will take here: a run is its warm-up (compilation) and its epochs at the measured rates. Each
+    model's row is printed as soon as it is measured, so an estimate stopped early keeps them."""
     models = setting("MODELS").split()
     left = {model: [epochs for seed in setting("SEEDS").split() if (epochs := epochs_to_train(model, seed))]
             for model in models}
     to_benchmark = [model for model in models if left[model]]
-    rows, total, longest, described = [], 0.0, 0.0, None
+    print(f"sweep estimate: EPOCHS={setting('EPOCHS')}, DATASET={setting('DATASET')}, SEEDS={setting('SEEDS')!r}, "
+          f"TRAIN_FLAGS={setting('TRAIN_FLAGS')!r}")
+    if len(to_benchmark) < len(models):
+        print(f"nothing left to train of: {' '.join(m for m in models if m not in to_benchmark)} (finished or diverged)")
+    if not to_benchmark:
+        return
+    print("\n| model | train images/s | s per epoch | warm-up s (compilation) | TFLOP/s | runs left | longest run | its runs |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    total, longest = 0.0, 0.0
     for number, model in enumerate(to_benchmark, 1):
         print(f"benchmarking {model} ({number} of {len(to_benchmark)}) ...", file=sys.stderr, flush=True)
         numbers = benchmark_model(model)
         runs = [numbers["warmup_seconds"] + epochs * numbers["epoch_seconds"] for epochs in left[model]]
         total, longest = total + sum(runs), max(longest, *runs)
-        described = f"{numbers['device']}, {numbers['precision']}, " + (
-            f"compiled ({numbers['compile_mode']})" if numbers["compiled"] else "eager")
-        rows.append(f"| {model} | {numbers['train_images_per_s']:,.0f} | {numbers['epoch_seconds']:.1f} | "
-                    f"{numbers['warmup_seconds']:.0f} | {numbers['train_tflops']:.2f} | {len(runs)} | "
-                    f"{duration(max(runs))} | {duration(sum(runs))} |")
-    print(f"sweep estimate: EPOCHS={setting('EPOCHS')}, DATASET={setting('DATASET')}, SEEDS={setting('SEEDS')!r}, "
-          f"TRAIN_FLAGS={setting('TRAIN_FLAGS')!r}" + (f"; measured on {described}" if described else ""))
-    skipped = [model for model in models if model not in to_benchmark]
-    if skipped:
-        print(f"nothing left to train of: {' '.join(skipped)} (finished or diverged)")
-    if not rows:
-        return
-    print("\n| model | train images/s | s per epoch | warm-up s (compilation) | TFLOP/s | runs left | longest run | its runs |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    print("\n".join(rows) + "\n")
-    gpus = len(os.environ.get("GPUS", "").split(",")) if os.environ.get("GPUS") else 1
-    print(f"whole sweep: {duration(total)} one run at a time" + (
+        print(f"| {model} | {numbers['train_images_per_s']:,.0f} | {numbers['epoch_seconds']:.1f} | "
+              f"{numbers['warmup_seconds']:.0f} | {numbers['train_tflops']:.2f} | {len(runs)} | "
+              f"{duration(max(runs))} | {duration(sum(runs))} |", flush=True)
+    device = f"{numbers['device']}, {numbers['precision']}, " + (
+        f"compiled ({numbers['compile_mode']})" if numbers["compiled"] else "eager")
+    gpus = len(os.environ["GPUS"].split(",")) if os.environ.get("GPUS") else 1
+    print(f"\nmeasured on {device}\nwhole sweep: {duration(total)} one run at a time" + (
         f"; on {gpus} GPUs at a time, about {duration(max(total / gpus, longest))}" if gpus > 1 else ""))
 
 
