@@ -5,7 +5,7 @@
     python benchmarks/step_profile.py --model ResNet56 --compile-mode default
 
 Prints, in milliseconds per step at the paper's batch of 128 on random images: the whole step as
-train.py runs it (passes.train_one_epoch: batch, forward, loss, backward, update, running sums);
+train.py runs it (passes.TrainStep: batch, forward, loss, backward, update, running sums);
 the batch alone (gather, crop, flip, normalise); forward + loss + backward alone on one batch; the
 update alone; then, from torch.profiler, the time the device spent in kernels per step and the
 operations that cost the host or the device most. A step that takes much longer than its device
@@ -89,7 +89,8 @@ def main() -> None:
         return passes.train_loader(split, args.batch_size, normalization, generator, make_augmentation(args))
 
     def train_steps(batches: data.DeviceLoader) -> float:
-        result = passes.train_one_epoch(step_model, batches, optimizer, schedule, runtime, StopSignals(), None)
+        train_step = passes.TrainStep(step_model, optimizer, batches, runtime)
+        result = passes.train_one_epoch(train_step, schedule, runtime, StopSignals(), None)
         return result["epoch_seconds"] * 1000 / len(batches)
 
     start = time.perf_counter()

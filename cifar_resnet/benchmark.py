@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from cifar_resnet import data, passes
+from cifar_resnet import data, graphs, passes
 from cifar_resnet.fields import plural
 from cifar_resnet.hardware import Runtime, StopSignals, setup
 from cifar_resnet.provenance import peak_memory_gib
@@ -76,14 +76,18 @@ def run(args: argparse.Namespace) -> dict:
     stop = StopSignals()  # not installed: train.main's own handler ends a benchmark at once, in one line
     mixing = make_mixing(args, classes)
 
+    # One loader and one step throughout, as in a run: a captured step (--step-graph on) is captured once.
+    loader = passes.train_loader(data.random_split(MAX_TIMED_STEPS * args.batch_size, classes, random_images),
+                                 args.batch_size, normalization, generator, make_augmentation(args))
+    train_step = passes.TrainStep(step_model, optimizer, loader, runtime, mixing, args.label_smoothing)
+    if runtime.step_graph:
+        graphs.capture_steps(train_step)
+
     def train_steps(steps: int) -> dict:
-        loader = passes.train_loader(data.random_split(steps * args.batch_size, classes, random_images), args.batch_size,
-                                     normalization, generator, make_augmentation(args))
-        return passes.train_one_epoch(step_model, loader, optimizer, schedule, runtime, stop, None, mixing,
-                                      args.label_smoothing)
+        return passes.train_one_epoch(train_step, schedule, runtime, stop, None, steps=steps)
 
     start = time.perf_counter()
-    train_steps(2)  # compilation, autotuning, allocator warm-up
+    train_steps(2 + (graphs.WARMUP_STEPS if runtime.step_graph else 0))  # compilation, autotuning, the capture
     passes.evaluate(step_model, test_loader, runtime)
     warmup_seconds = time.perf_counter() - start
     probe = train_steps(2)

@@ -364,6 +364,8 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None
         raise ValueError("the optimizer's parameter groups do not fit the model")
     for group, current in zip(groups, optimizer.param_groups):
         for name, value in current.items():
+            if isinstance(value, torch.Tensor):  # the rate passes.TrainStep holds on the device: a float in a file
+                value = float(value)
             if name != "params" and (type(group.get(name)) is not type(value)
                                      or (isinstance(value, float) and not math.isfinite(group[name]))):
                 raise ValueError(f"the optimizer's {name} is {group.get(name)!r}, not a finite {type(value).__name__}")

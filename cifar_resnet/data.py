@@ -367,6 +367,12 @@ class DeviceLoader:
         return count // self.batch_size if self.train else -(-count // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for index in self.indices():
+            yield self.batch(index)
+
+    def indices(self) -> Iterator[torch.Tensor]:
+        """Each step's images, as indices into the split: a fresh shuffle of it per pass (training),
+        or every image in order; this process's slice of each global batch."""
         if self.train:
             order = torch.randperm(len(self.labels), device=self.device, generator=self.generator)
         else:
@@ -374,12 +380,15 @@ class DeviceLoader:
         rank, count = self.shard
         part = self.batch_size // count
         for step in range(len(self)):
-            index = order[step * self.batch_size : (step + 1) * self.batch_size][rank * part : (rank + 1) * part]
-            images = self.images[index]
-            if self.train:
-                images = self.augmentation.on_pixels(images, self.augment_generator)
-            images = self.normalization(images)
-            if self.train:
-                images = self.augmentation.on_normalized(images, self.augment_generator)
-            images = images.contiguous(memory_format=self.memory_format)
-            yield images, self.labels[index]
+            yield order[step * self.batch_size : (step + 1) * self.batch_size][rank * part : (rank + 1) * part]
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images at ``index``, augmented (training) and normalised, and their labels: device
+        operations only, which a CUDA graph can capture (passes.TrainStep)."""
+        images = self.images[index]
+        if self.train:
+            images = self.augmentation.on_pixels(images, self.augment_generator)
+        images = self.normalization(images)
+        if self.train:
+            images = self.augmentation.on_normalized(images, self.augment_generator)
+        return images.contiguous(memory_format=self.memory_format), self.labels[index]

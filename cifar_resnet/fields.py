@@ -194,6 +194,7 @@ SUMMARY_FIELDS = {
     "precision": is_text,
     "compiled": lambda value: isinstance(value, bool),
     "compile_mode": lambda value: value is None or is_text(value),
+    "step_graph": is_text,  # "on", or "off" and why (older summaries have none)
     "settings": _is_run_settings,
     "command": is_text,
     "layer_response_std": _is_numbers,  # Figure 7's, for a run that ended as planned

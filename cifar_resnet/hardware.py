@@ -42,14 +42,17 @@ class Runtime:
     precision: str  # "bf16" (autocast) or "fp32"
     compile_mode: Optional[str]  # torch.compile's mode; None: eager
     processes: Processes = Processes()
+    step_graph: bool = False  # the training step captured whole as one CUDA graph (graphs.py)
 
     @property
     def compiled(self) -> bool:
         return self.compile_mode is not None
 
-    def autocast(self):
+    def autocast(self, cache: bool = True):
+        """bf16 autocast, or nothing in fp32. ``cache=False`` while a CUDA graph captures (it may
+        not hold autocast's cast weights past the capture)."""
         if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
         return contextlib.nullcontext()
 
     def compile(self, model: nn.Module) -> nn.Module:
@@ -94,10 +97,20 @@ def start(args: argparse.Namespace, *, epochs: int) -> Runtime:
     processes = distributed.from_environment()
     device = pick_device(args.device, processes)
     distributed.start(processes, device)
+    step_graph = use_step_graph(args.step_graph, device, processes)
     compiled = use_compile(args.compile, epochs, device)
-    compile_mode = pick_compile_mode(args.compile_mode, device, processes) if compiled else None
+    compile_mode = pick_compile_mode(args.compile_mode, device, processes, step_graph) if compiled else None
     choose_kernels(deterministic=args.deterministic, device=device)
-    return Runtime(device, pick_precision(args.precision, device), compile_mode, processes)
+    return Runtime(device, pick_precision(args.precision, device), compile_mode, processes, step_graph)
+
+
+def use_step_graph(choice: str, device: torch.device, processes: Processes) -> bool:
+    """--step-graph on: CUDA graphs are CUDA's, and under DDP the gradients' all-reduce runs between
+    the backward's kernels, which one graph of the whole step cannot hold."""
+    if choice == "on" and (device.type != "cuda" or processes.distributed):
+        raise UsageError(f"--step-graph on records the training step as a CUDA graph: it needs one process on a "
+                         f"CUDA device, not {'torchrun' if processes.distributed else device.type}")
+    return choice == "on"
 
 
 def pick_threads(threads: str) -> int:
@@ -221,16 +234,22 @@ def use_compile(choice: str, epochs: int, device: torch.device) -> bool:
     return device.type == "cpu" and sys.platform == "linux" and any(map(shutil.which, ("g++", "clang++")))
 
 
-def pick_compile_mode(name: str, device: torch.device, processes: Processes = Processes()) -> str:
-    """``auto``: CUDA graphs ("reduce-overhead") for one process on a GPU, "default" elsewhere.
+def pick_compile_mode(name: str, device: torch.device, processes: Processes = Processes(),
+                      step_graph: bool = False) -> str:
+    """``auto``: CUDA graphs ("reduce-overhead") for one process on a GPU, "default" elsewhere, and
+    "default" under --step-graph on, whose one graph holds the compiled kernels (reduce-overhead's
+    own graphs cannot be recorded inside another: refused).
 
     A CIFAR ResNet's step is a few hundred small kernels (ResNet-20's convolutions take
     microseconds at batch 128), so on a GPU launching them costs more than running them; a CUDA
     graph replays the whole forward, and the whole backward, as one launch each. Under DDP the
     gradient all-reduce hooks split the graphs, so several processes keep the default mode."""
+    if step_graph and name == "reduce-overhead":
+        raise UsageError("--compile-mode reduce-overhead records CUDA graphs of its own, which --step-graph on "
+                         "cannot hold in its graph: use --compile-mode default (or auto)")
     if name != "auto":
         return name
-    return "reduce-overhead" if device.type == "cuda" and not processes.distributed else "default"
+    return "reduce-overhead" if device.type == "cuda" and not processes.distributed and not step_graph else "default"
 
 
 def choose_kernels(*, deterministic: bool, device: torch.device) -> None:

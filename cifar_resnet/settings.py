@@ -35,7 +35,7 @@ SETTINGS = {
     "model": "result", "shortcut": "result", "stem": "result", "dataset": "result", "recipe": "result",
     **{name: "result" for name in RECIPE if name not in ("model", "precision")},
     "seed": "result", "subset": "result", "init_from": "result", "precision": "result", "sync_bn": "result",
-    "device": "host", "threads": "host", "compile": "host", "compile_mode": "host", "deterministic": "host", "data_dir": "host",
+    "device": "host", "threads": "host", "compile": "host", "compile_mode": "host", "step_graph": "host", "deterministic": "host", "data_dir": "host",
     "results_dir": "host", "tensorboard": "host",
     "resume": "command", "overwrite": "command", "evaluate": "command", "benchmark": "command",
     "benchmark_json": "command",
@@ -181,6 +181,10 @@ def build_parser() -> TrainParser:
     control.add_argument("--compile-mode", choices=("auto", *COMPILE_MODES), default="auto",
                          help="torch.compile's mode when compiled; auto: reduce-overhead (CUDA graphs) for one process "
                               "on CUDA, default elsewhere (default: %(default)s)")
+    control.add_argument("--step-graph", choices=("off", "on"), default="off",
+                         help="on: record the whole training step (batch, forward, backward, update) as one CUDA "
+                              "graph and replay it; one process on CUDA; not yet measured, see docs/speed.md "
+                              "(default: %(default)s)")
     control.add_argument("--sync-bn", action="store_true",
                          help="under torchrun on GPUs, BatchNorm statistics over all processes' slices (SyncBatchNorm) "
                               "instead of each process's own (as in the paper's two-GPU runs)")

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from cifar_resnet import data, distributed, passes, provenance, settings
+from cifar_resnet import data, distributed, graphs, passes, provenance, settings
 from cifar_resnet.checkpoints import check_optimizer_state, checked_for_saving
 from cifar_resnet.console import progress
 from cifar_resnet.errors import Diverged
@@ -76,6 +76,10 @@ class Training:
         self.step_model = runtime.compile(distributed.wrap(model, processes, runtime.device, args.sync_bn))
         self.eval_model = runtime.compile(model) if processes.distributed else self.step_model
         self.optimizer = make_optimizer(model, args, runtime.device)
+        self.train_step = passes.TrainStep(self.step_model, self.optimizer, self.train_loader, runtime, self.mixing,
+                                           args.label_smoothing)
+        if runtime.step_graph:
+            graphs.capture_steps(self.train_step)
         self.steps_per_epoch = len(self.train_loader)
         self.schedule = make_schedule(args, self.steps_per_epoch)
         self.history: list[dict] = []
@@ -101,9 +105,7 @@ class Training:
         lr = self.schedule.lr()
         later_steps = (self.args.epochs - epoch) * self.steps_per_epoch
         with progress(self.steps_per_epoch, f"epoch {epoch}/{self.args.epochs}", later_steps) as shown:
-            row = {"epoch": epoch, **passes.train_one_epoch(self.step_model, self.train_loader, self.optimizer,
-                                                            self.schedule, self.runtime, stop, shown, self.mixing,
-                                                            self.args.label_smoothing,
+            row = {"epoch": epoch, **passes.train_one_epoch(self.train_step, self.schedule, self.runtime, stop, shown,
                                                             log.training_loss if log is not None else None)}
         distributed.share_buffers(self.model)  # first: every process then judges and evaluates one model
         if not math.isfinite(row["train_loss"]):
@@ -140,7 +142,7 @@ class Training:
             random_states["augment"] = distributed.gathered(self.augment_generator.get_state())
         return checked_for_saving({
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.train_step.optimizer_state(),
             "scheduler": self.schedule.state_dict(),
             "epoch": self.epochs_done,
             "args": settings.recorded(self.args),
@@ -161,7 +163,7 @@ class Training:
         RuntimeError where it still does not fit this run (another architecture, say)."""
         self.model.load_state_dict(checkpoint["model"])
         check_optimizer_state(self.optimizer, checkpoint["optimizer"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.train_step.load_optimizer_state(checkpoint["optimizer"])
         self.schedule.load_state_dict(checkpoint["scheduler"])
         if "mix" in checkpoint["rng"]:  # checkpoints from before MixUp/CutMix have none (and did not mix)
             self.mixing.load_state_dict(checkpoint["rng"]["mix"])
@@ -219,6 +221,7 @@ class Training:
             precision=self.runtime.precision,
             compiled=self.runtime.compiled,
             compile_mode=self.runtime.compile_mode,
+            step_graph=self.train_step.graph_mode,
             settings=settings.recorded(self.args),
             command=self.args.command,
         )

@@ -243,9 +243,9 @@ def test_non_finite_batchnorm_statistics_are_a_divergence_not_a_good_epoch(data_
 
     original = passes.train_one_epoch
 
-    def poisoned(model, *args, **kwargs):
-        row = original(model, *args, **kwargs)
-        model.stages[0][0].bn1.running_var.fill_(float("inf"))  # the loss stayed finite
+    def poisoned(train_step, *args, **kwargs):
+        row = original(train_step, *args, **kwargs)
+        train_step.model.stages[0][0].bn1.running_var.fill_(float("inf"))  # the loss stayed finite
         return row
 
     monkeypatch.setattr(passes, "train_one_epoch", poisoned)
@@ -439,7 +439,7 @@ def test_a_file_where_tensorboard_s_folder_belongs_is_one_line(data_dir, tmp_pat
 def test_cpu_memory_running_out_in_a_benchmark_is_one_line(monkeypatch, capsys):
     from cifar_resnet import benchmark
 
-    monkeypatch.setattr(benchmark.passes, "train_one_epoch", lambda *_args: torch.empty(1 << 50, dtype=torch.uint8))
+    monkeypatch.setattr(benchmark.passes, "train_one_epoch", lambda *_args, **_kwargs: torch.empty(1 << 50, dtype=torch.uint8))
     assert train.main(["--model", "ResNet20", "--benchmark", "--compile", "off", "--device", "cpu"]) == 2
     assert_one_line(capsys, "out of CPU memory with --batch-size 128; try a smaller batch")
 

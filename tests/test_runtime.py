@@ -101,8 +101,9 @@ def test_setup_refuses_an_option_the_model_does_not_take():
 
 
 def runtime_args():
-    """The four choices setup reads, as train.py's parser gives them, pinned to the CPU in fp32."""
-    return argparse.Namespace(device="cpu", threads="auto", precision="fp32", compile="auto", deterministic=False)
+    """The choices setup reads, as train.py's parser gives them, pinned to the CPU in fp32."""
+    return argparse.Namespace(device="cpu", threads="auto", precision="fp32", compile="auto", deterministic=False,
+                              step_graph="off")
 
 
 def test_one_cpu_thread_is_one_thread():
