@@ -41,24 +41,37 @@ def final_weights(folder: Path) -> dict:
     files = RunFiles.in_folder(folder)
     if files is None:
         raise UsageError(f"{folder} holds no run of train.py (no <model>_results.json or .csv)")
-    result = files.read_result()
-    if result is None:
-        raise UsageError(f"{files.json} is missing, unreadable or not a summary train.py writes")
-    if result["status"] not in COMPLETE:
-        raise UsageError(f"{folder}: its run is {result['status']}, with {result['epochs_done']} of {result['epochs']} "
-                         "epochs done; export a finished run (its final model is its result)")
+    result = finished_run(files)
     checkpoint = load_checkpoint(files.last, files.model, to_resume=False)
     if checkpoint["epoch"] != result["epochs_done"]:
         raise UsageError(f"{files.last} is of epoch {checkpoint['epoch']}, the summary of epoch {result['epochs_done']}: "
                          "they are not one run")
     rebuild_model(checkpoint, files.last)  # the weights fit the network the settings name
+    try:
+        provenance = record_lines(result.get("provenance"), result["epochs_done"])
+    except (KeyError, TypeError, ValueError, IndexError):  # the summary's table leaves the parts to their readers
+        raise UsageError(f"{files.json}: its provenance is not what train.py writes") from None
     return {"model": checkpoint["model"], "args": checkpoint["args"], "epoch": checkpoint["epoch"],
             "normalization": checkpoint["normalization"], "classes": list(class_names(checkpoint)),
             "exported": {"run": printable(str(folder)), "status": result["status"],
                          "final_test_acc": result["final_test_acc"], "epochs": result["epochs_done"],
                          "official_data": result.get("provenance", {}).get("official_data"),
-                         "provenance": record_lines(result.get("provenance"), result["epochs_done"]),
-                         "command": result["command"], "started_from": result.get("started_from")}}
+                         "provenance": provenance, "command": result["command"],
+                         "started_from": result.get("started_from")}}
+
+
+def finished_run(files: RunFiles) -> dict:
+    """The summary of the run in ``files``, which must say it finished and hold what an export records."""
+    result = files.read_result()
+    if result is None:
+        raise UsageError(f"{files.json} is missing, unreadable or not a summary train.py writes")
+    if result["status"] not in COMPLETE:
+        raise UsageError(f"{files.folder}: its run is {result['status']}, with {result.get('epochs_done', '?')} of "
+                         f"{result.get('epochs', '?')} epochs done; export a finished run (its final model is its result)")
+    missing = [field for field in ("final_test_acc", "epochs_done", "command") if field not in result]
+    if missing:
+        raise UsageError(f"{files.json}: a finished run's summary without {missing[0]!r} (an older or damaged one)")
+    return result
 
 
 def default_name(weights: dict) -> str:

@@ -348,10 +348,12 @@ def adopt(args: argparse.Namespace, saved: dict) -> None:
 def adopt_start(args: argparse.Namespace, saved: dict, path: Path) -> None:
     """--init-from: the model, its options, the data set and the normalisation are the starting
     checkpoint's (``saved``, its settings): its weights fit no other network, and expect their
-    inputs normalised as they were. One of them given with another value is refused."""
-    for name in ("model", "shortcut", "stem", "dataset", "normalize"):
-        if saved.get(name) is None:
-            continue
+    inputs normalised as they were. One of them given with another value is refused, as is a value
+    that this command line would not take (a damaged or foreign checkpoint)."""
+    adopted = {name: saved[name] for name in ("model", "shortcut", "stem", "dataset", "normalize")
+               if saved.get(name) is not None}
+    check_saved(adopted)
+    for name in adopted:
         if name in args.given and getattr(args, name) != saved[name]:
             raise UsageError(f"--{name} {getattr(args, name)} does not fit the weights of {path}, whose {name} is "
                              f"{saved[name]}: leave it out, or start from other weights")

@@ -127,3 +127,21 @@ def test_a_checkpoint_that_names_more_classes_than_its_data_set_has_is_refused(t
     torch.save(saved, tmp_path / "forged.pth")
     with pytest.raises(ValueError, match="it names 9 classes, CIFAR-10 has 10"):
         hubconf.ResNet20(weights=str(tmp_path / "forged.pth"))
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda summary: summary.pop("command"), "a finished run's summary without 'command'"),
+    (lambda summary: summary["provenance"].update(parts=[{"first_epoch": 1}], peak_memory_gib=None),
+     "its provenance is not what train.py writes"),
+])
+def test_a_summary_that_lacks_what_an_export_records_is_refused_in_one_line(two_epoch_run, tmp_path, capsys,
+                                                                            change, message):
+    run = tmp_path / "run"
+    shutil.copytree(two_epoch_run, run)
+    summary = json.loads((run / "ResNet20_results.json").read_text())
+    change(summary)
+    (run / "ResNet20_results.json").write_text(json.dumps(summary))
+    assert weights.main(["export", str(run), "--to", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
