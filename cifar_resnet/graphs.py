@@ -76,11 +76,21 @@ class CapturedStep:
 
 
 def capture_steps(step) -> None:
-    """Have ``step`` replayed as one CUDA graph from its fourth call on, unless MixUp/CutMix draw on
-    the host (a graph would repeat the first batch's draws): then it runs uncaptured, and says so."""
-    if step.mixing is not None:
-        step.graph_mode = "off (MixUp/CutMix draw on the host)"
-        print("note: --step-graph on: MixUp/CutMix draw their lambda and box on the host each batch, so the "
-              "training step runs uncaptured", flush=True)
+    """Have ``step`` replayed as one CUDA graph from its fourth call on, unless a graph would replay
+    it wrongly: then it runs uncaptured, and says why in one line."""
+    reason = uncapturable(step)
+    if reason is not None:
+        step.graph_mode = f"off ({reason})"
+        print(f"note: --step-graph on: {reason}, so the training step runs uncaptured", flush=True)
         return
     step.graph, step.graph_mode = CapturedStep(step), "on"
+
+
+def uncapturable(step) -> Optional[str]:
+    """Why a graph of ``step`` would not replay it: host values that a capture would freeze."""
+    if step.mixing is not None:
+        return "MixUp/CutMix draw their lambda and box on the host each batch"
+    if not isinstance(step.optimizer, torch.optim.SGD) or step.lr is None:
+        # AdamW's and Adagrad's step counts, and a rate passed as a float, would be frozen at the capture
+        return f"only fused SGD's update is captured, not {type(step.optimizer).__name__}'s"
+    return None

@@ -120,12 +120,17 @@ def test_a_capture_that_cuda_refuses_falls_back_to_the_same_step_in_one_line(mon
     assert capsys.readouterr().out.count("note: the training step could not be captured") == 1
 
 
-def test_mixup_steps_stay_uncaptured_and_say_why(capsys):
+def test_steps_a_graph_would_freeze_stay_uncaptured_and_say_why(capsys):
     model, optimizer, _, loader = a_run()
     step = passes.TrainStep(model, optimizer, loader, CPU_FP32, Mixing(0.8, 0.0, 10, seed=0))
     graphs.capture_steps(step)
-    assert step.graph is None and step.graph_mode == "off (MixUp/CutMix draw on the host)"
-    assert "MixUp/CutMix draw their lambda and box on the host" in capsys.readouterr().out
+    assert step.graph is None
+    assert step.graph_mode == "off (MixUp/CutMix draw their lambda and box on the host each batch)"
+    assert capsys.readouterr().out.count("so the training step runs uncaptured") == 1
+    adamw = torch.optim.AdamW(model.parameters(), fused=True)
+    step = passes.TrainStep(model, adamw, loader, CPU_FP32)
+    graphs.capture_steps(step)
+    assert step.graph is None and step.graph_mode == "off (only fused SGD's update is captured, not AdamW's)"
 
 
 @pytest.mark.parametrize("flags,message", [
