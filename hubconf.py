@@ -75,11 +75,17 @@ def downloaded(url: str) -> Path:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
     if not cached.is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(url, str(cached))  # into a temporary file, then renamed
-        except Exception as error:  # no network, a 404, a full disk: one sentence, as for any bad weights
-            raise ValueError(f"could not download {url} ({type(error).__name__}: {error})") from None
+        fetch(url, cached, progress=True)
     return cached
+
+
+def fetch(url: str, destination: Path, progress: bool) -> None:
+    """torch.hub's download (into a temporary file, then renamed); any failure (no network, a 404,
+    a full disk) is one sentence, as for any bad weights."""
+    try:
+        torch.hub.download_url_to_file(url, str(destination), progress=progress)
+    except Exception as error:
+        raise ValueError(f"could not download {url} ({type(error).__name__}: {error})") from None
 
 
 def from_manifest(manifest, weights: str, sha256: Optional[str]) -> tuple[str, str]:
@@ -107,10 +113,7 @@ def downloaded_manifest(url: str) -> list[dict]:
     """The entries of the manifest at ``url``, read afresh each time (a manifest gains entries)."""
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / export.MANIFEST
-        try:
-            torch.hub.download_url_to_file(url, str(copy), progress=False)
-        except Exception as error:  # no network, a 404: one sentence
-            raise ValueError(f"could not download {url} ({type(error).__name__}: {error})") from None
+        fetch(url, copy, progress=False)
         return export.read_manifest_file(copy)
 
 

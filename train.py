@@ -41,7 +41,7 @@ import torch  # noqa: E402  (after the handler above)
 import torch.nn as nn
 
 from cifar_resnet import benchmark, data, distributed, evaluate, figures, settings
-from cifar_resnet.checkpoints import RunFiles, load_checkpoint, starting_point
+from cifar_resnet.checkpoints import RunFiles, load_checkpoint, load_weights, starting_point
 from cifar_resnet.console import epoch_line, fail, memory_that_ran_out, print_paths_as_they_are, say, what_is_kept
 from cifar_resnet.errors import Diverged, RunInterrupted, UsageError
 from cifar_resnet.fields import plural, printable, summary_text
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> Optional[dict]:
             return None
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     if start is not None:
-        model.load_state_dict(start["model"])  # starting_point checked that they fit
+        load_weights(model, start, args.init_from)
     settings.resolve(args, runtime)
     if args.sync_bn:
         distributed.check_sync_bn(runtime.processes, runtime.device, resumed=checkpoint is not None)

@@ -296,18 +296,24 @@ def rebuild_model(checkpoint: dict, path: Path) -> nn.Module:
     if name not in MODELS:
         raise UsageError(f"{path} holds an unknown model {name!r}")
     model = build_model(name, **model_options(name, settings))
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError:
-        raise UsageError(f"{path}: its weights do not fit a {name} (a damaged or foreign checkpoint)") from None
+    load_weights(model, checkpoint, path)
     return model
 
 
+def load_weights(model: nn.Module, checkpoint: dict, path: Path) -> None:
+    """The checkpoint's weights into ``model`` (on any device), refused in one line where they do not fit it."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError:
+        raise UsageError(f"{path}: its weights do not fit a {checkpoint['args']['model']} "
+                         "(a damaged or foreign checkpoint)") from None
+
+
 def starting_point(path: Path) -> dict:
-    """The checkpoint that --init-from names, checked as --evaluate checks one, with what the new run
-    records of it as its ``started_from`` (as a resumed run's checkpoint holds it)."""
+    """The checkpoint that --init-from names, checked as --evaluate checks one (its weights when they
+    are loaded: load_weights), with what the new run records of it as its ``started_from`` (as a
+    resumed run's checkpoint holds it)."""
     checkpoint = load_checkpoint(path, to_resume=False)
-    rebuild_model(checkpoint, path)  # its weights fit the network its settings name
     source = checkpoint["imported"]["source"] if "imported" in checkpoint else "train.py"
     return {**checkpoint, "started_from": {"checkpoint": printable(str(path)), "sha256": file_digest(path, "sha256"),
                                            "model": checkpoint["args"]["model"], "source": source,

@@ -25,13 +25,12 @@ import torch
 from cifar_resnet.checkpoints import RunFiles, class_names, load_checkpoint, rebuild_model
 from cifar_resnet.data import file_digest
 from cifar_resnet.errors import UsageError
-from cifar_resnet.fields import COMPLETE, printable, record_lines
+from cifar_resnet.fields import COMPLETE, is_sha256, printable, record_lines
 from cifar_resnet.runfolder import RunFileError, atomic_write, read_small_file, write_text
 
 MANIFEST = "manifest.jsonl"
 MAX_MANIFEST_BYTES = 1 << 20  # a line has about 300 bytes: thousands of weights
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a name, and a file's name, that no path or shell misreads
-SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def final_weights(folder: Path) -> dict:
@@ -91,8 +90,7 @@ def read_manifest(text: str, where: str) -> list[dict]:
             entry = None
         if not (isinstance(entry, dict) and all(isinstance(entry.get(key), str) and NAME.fullmatch(entry[key])
                                                 for key in ("name", "file", "model"))
-                and entry["file"].endswith(".pth") and isinstance(entry.get("sha256"), str)
-                and SHA256.fullmatch(entry["sha256"])):
+                and entry["file"].endswith(".pth") and is_sha256(entry.get("sha256"))):
             raise UsageError(f"{where}, line {number}: not a manifest entry (name, file, sha256, model)")
         entries.append(entry)
     return entries

@@ -79,7 +79,7 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
 def test_a_url_is_downloaded_once_into_torch_hub_s_cache(two_epoch_run, tmp_path, monkeypatch):
     downloads = []
 
-    def download(url, destination):
+    def download(url, destination, progress=True):
         downloads.append(url)
         Path(destination).write_bytes((two_epoch_run / "ResNet20_last.pth").read_bytes())
 
@@ -95,7 +95,7 @@ def test_a_url_is_downloaded_once_into_torch_hub_s_cache(two_epoch_run, tmp_path
 
 
 def test_a_failed_download_is_a_value_error(tmp_path, monkeypatch):
-    def offline(url, destination):
+    def offline(url, destination, progress=True):
         raise OSError("Network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)

@@ -90,12 +90,18 @@ def test_a_run_started_from_weights_resumes_as_the_uninterrupted_one(data_dir, t
     assert summary["started_from"]["sha256"] and summary["settings"]["init_from"] == start[1]
 
 
-def test_a_starting_checkpoint_with_settings_train_py_never_writes_is_refused(data_dir, tmp_path, two_epoch_run, capsys):
+@pytest.mark.parametrize("forge,message", [
+    (lambda saved: saved["args"].update(normalize="evil"),
+     "the checkpoint's settings are not valid (argument --normalize: invalid choice: 'evil'"),
+    (lambda saved: saved["model"].update({"fc.weight": torch.zeros(10, 3)}), "its weights do not fit a ResNet20"),
+])
+def test_a_starting_checkpoint_train_py_never_writes_is_refused(data_dir, tmp_path, two_epoch_run, capsys, forge,
+                                                                 message):
     forged = torch.load(two_epoch_run / "ResNet20_last.pth", weights_only=True)
-    forged["args"]["normalize"] = "evil"
+    forge(forged)
     torch.save(forged, tmp_path / "forged.pth")
     assert train.main(run_args(data_dir, tmp_path / "results", "--epochs", "1", "--init-from",
                                str(tmp_path / "forged.pth"))) == 2
     error = capsys.readouterr().err
-    assert "the checkpoint's settings are not valid (argument --normalize: invalid choice: 'evil'" in error
+    assert message in error
     assert error.count("\n") == 1 and not (tmp_path / "results").exists()
