@@ -23,7 +23,7 @@ import torch
 
 from cifar_resnet import export, peer_weights
 from cifar_resnet.errors import OneLineParser, UsageError
-from cifar_resnet.runfolder import RunFileError, atomic_write
+from cifar_resnet.runfolder import RunFileError, atomic_write, failures_named
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +46,8 @@ def import_weights(args: argparse.Namespace) -> None:
     if args.output.exists():
         raise UsageError(f"{args.output} exists: name a new file")
     checkpoint = peer_weights.import_weights(args.source, args.file)
-    try:
+    with failures_named(args.output.parent):
         args.output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunFileError(f"cannot make {args.output.parent} ({error.strerror or error})") from None
     atomic_write(args.output, lambda file: torch.save(checkpoint, file))
     record, settings = checkpoint["imported"], checkpoint["args"]
     print(f"wrote {args.output}: {settings['model']} on {settings['dataset']} from {record['source']} "

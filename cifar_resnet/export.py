@@ -26,7 +26,7 @@ from cifar_resnet.checkpoints import RunFiles, class_names, load_checkpoint, reb
 from cifar_resnet.data import file_digest
 from cifar_resnet.errors import UsageError
 from cifar_resnet.fields import COMPLETE, is_sha256, printable, record_lines
-from cifar_resnet.runfolder import RunFileError, atomic_write, read_small_file, write_text
+from cifar_resnet.runfolder import atomic_write, failures_named, read_small_file, write_text
 
 MANIFEST = "manifest.jsonl"
 MAX_MANIFEST_BYTES = 1 << 20  # a line has about 300 bytes: thousands of weights
@@ -140,10 +140,8 @@ def export(folder: Path, to: Path, name: Optional[str] = None) -> dict:
              "epochs": record["epochs"], "official_data": record["official_data"], "run": record["run"],
              # what makes it other than a run from scratch on all the data: a fine-tuning, a smoke run
              "started_from": (record["started_from"] or {}).get("source"), "subset": settings.get("subset", 0)}
-    try:
+    with failures_named(to):
         to.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RunFileError(f"cannot make {to} ({error.strerror or error})") from None
     atomic_write(path, lambda file: file.write(content))  # first: the manifest never names a missing file
     write_text(manifest, "".join(json.dumps(line) + "\n" for line in [*entries, entry]))
     return entry
