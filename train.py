@@ -43,7 +43,7 @@ import torch.nn as nn
 from cifar_resnet import benchmark, data, distributed, evaluate, figures, settings
 from cifar_resnet.checkpoints import RunFiles, load_checkpoint, load_weights, starting_point
 from cifar_resnet.console import epoch_line, fail, memory_that_ran_out, print_paths_as_they_are, say, what_is_kept
-from cifar_resnet.errors import Diverged, RunInterrupted, UsageError
+from cifar_resnet.errors import Diverged, RunInterrupted, UsageError, one_line
 from cifar_resnet.fields import plural, printable, summary_text
 from cifar_resnet.hardware import Runtime, StopSignals, ignore_stop_signals, setup
 from cifar_resnet.runfolder import RunFileError, link_atomically, own_folder
@@ -178,8 +178,7 @@ def run_locked(args: argparse.Namespace, files: RunFiles, start: Optional[dict],
         try:
             training.load_state_dict(checkpoint)
         except (RuntimeError, ValueError) as error:
-            reason = " ".join(str(error).split())[:200]  # PyTorch's message spans lines: one line here
-            raise UsageError(f"cannot resume from the checkpoint: {type(error).__name__}: {reason}") from None
+            raise UsageError(f"cannot resume from the checkpoint: {one_line(error)}") from None
     training.record.begin(runtime, args.command, training.epochs_done + 1, dataset.record)
     main_process = runtime.processes.is_main
     if main_process:

@@ -32,3 +32,10 @@ class Diverged(Exception):
 
 class ReportError(Exception):
     """A results folder that report.py cannot draw or compare; the message says why."""
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """``error`` as its type and message on one printable line (PyTorch's messages span many), at most
+    ``limit`` characters of the message: for a note, an error line or a record's field."""
+    message = "".join(char if char.isprintable() else "?" for char in " ".join(str(error).split()))
+    return f"{type(error).__name__}: {message[:limit]}"

@@ -113,7 +113,13 @@ def is_part(value) -> bool:
             and isinstance(value["data"].get("official"), bool) and isinstance(value["data"].get("name"), str)
             and isinstance(value["code"].get("commit"), str) and isinstance(value["device"].get("type"), str)
             and is_count(value["device"].get("processes"))
-            and all(_is_amount(value.get(key)) for key in ("wall_seconds", "device_hours", "peak_memory_gib")))
+            and all(_is_amount(value.get(key)) for key in ("wall_seconds", "device_hours", "peak_memory_gib"))
+            and ("compile_failed" not in value or _is_compile_failure(value["compile_failed"])))
+
+
+def _is_compile_failure(value) -> bool:
+    """Where torch.compile failed in a part, which ran eager from then on (provenance.Record.compile_failed)."""
+    return isinstance(value, dict) and is_count(value.get("epoch")) and is_text(value.get("reason"))
 
 
 def is_text(value) -> bool:
@@ -318,6 +324,8 @@ def record_lines(record: Optional[dict], epochs_done: int) -> list[str]:
         f"CUDA {versions['cuda'] or '-'}, cuDNN {versions['cudnn'] or '-'}",
         f"compute: {record['device_hours']:.3f} device-hours, peak memory {record['peak_memory_gib']:.2f} GiB",
     ]
+    lines += [f"compile: torch.compile failed in epoch {part['compile_failed']['epoch']} "
+              f"({part['compile_failed']['reason']}); eager from there" for part in parts if "compile_failed" in part]
     if latest["data"].get("val_split_sha256"):
         lines.append(f"validation split: sha256 {latest['data']['val_split_sha256']}")
     if len(parts) > 1:

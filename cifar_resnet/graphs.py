@@ -19,6 +19,8 @@ from typing import Optional
 
 import torch
 
+from cifar_resnet.errors import one_line
+
 # Eager steps on a side stream before the capture (as PyTorch's whole-network capture does): cuDNN's
 # autotuning, the optimizer's momentum buffers and compiled kernels are made then, not recorded.
 WARMUP_STEPS = 3
@@ -62,7 +64,7 @@ class CapturedStep:
             with torch.cuda.graph(graph):
                 self.step(self.index)
         except Exception as error:  # a kernel or a host read that cannot be recorded: the step still runs
-            self.fall_back(f"{type(error).__name__}: {' '.join(str(error).split())[:200]}")
+            self.fall_back(one_line(error))
             return False
         finally:
             self.step.capturing = False

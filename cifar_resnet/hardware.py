@@ -24,7 +24,7 @@ import torch.nn as nn
 from cifar_resnet import distributed
 from cifar_resnet.checkpoints import model_options
 from cifar_resnet.distributed import Processes
-from cifar_resnet.errors import RunInterrupted, UsageError
+from cifar_resnet.errors import RunInterrupted, UsageError, one_line
 from resnet import build_model
 
 # torch.compile costs about a minute on a CPU (less on a GPU) and saves more than that within a
@@ -36,17 +36,19 @@ MEMORY_FORMAT = torch.channels_last
 CPU_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}  # /proc/cpuinfo's names for fast bf16 matrix maths
 
 
-@dataclass(frozen=True)
+@dataclass
 class Runtime:
     device: torch.device
     precision: str  # "bf16" (autocast) or "fp32"
-    compile_mode: Optional[str]  # torch.compile's mode; None: eager
+    compile_mode: Optional[str]  # torch.compile's mode, as chosen at the start; None: eager
     processes: Processes = Processes()
     step_graph: bool = False  # the training step captured whole as one CUDA graph (graphs.py)
+    compile_failure: Optional[str] = None  # why torch.compile failed, after which every module runs eager
 
     @property
     def compiled(self) -> bool:
-        return self.compile_mode is not None
+        """Whether the modules of ``compile`` run compiled now."""
+        return self.compile_mode is not None and self.compile_failure is None
 
     def autocast(self, cache: bool = True):
         """bf16 autocast, or nothing in fp32. ``cache=False`` while a CUDA graph captures (it may
@@ -55,17 +57,52 @@ class Runtime:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
         return contextlib.nullcontext()
 
-    def compile(self, model: nn.Module) -> nn.Module:
-        """The module to call for steps: compiled or the model itself. Either way its weights
-        are the model's, so checkpoints carry no ``_orig_mod.`` prefixes."""
-        return torch.compile(model, mode=self.compile_mode) if self.compiled else model
+    def compile(self, model: nn.Module):
+        """What to call for steps: the model compiled (falling back to it, eager, where compiling
+        fails), or the model itself. Either way its weights are the model's, so checkpoints carry no
+        ``_orig_mod.`` prefixes."""
+        return CompiledModel(model, self) if self.compiled else model
+
+    def fall_back_to_eager(self, error: Exception) -> None:
+        """Compiling failed: say so in one line; every compiled module of this runtime runs eager from now on."""
+        self.compile_failure = one_line(error)
+        print(f"note: torch.compile failed ({self.compile_failure}); the run goes on eager", flush=True)
 
     def describe_compile(self) -> str:
-        return "eager" if self.compile_mode is None else f"compiled ({self.compile_mode})"
+        if self.compile_mode is None:
+            return "eager"
+        return f"compiled ({self.compile_mode})" if self.compiled else "eager (torch.compile failed)"
 
     def describe(self) -> str:
         count = self.processes.count
         return describe_device(self.device) + (f" x {count} processes" if count > 1 else "")
+
+
+class CompiledModel:
+    """A model called through torch.compile until compiling fails (no C++ compiler for Inductor's
+    CPU kernels, no Triton for the GPU, a PyTorch bug), which can happen at the first step or later,
+    when evaluation's graph is first compiled: then the runtime falls back to eager and this calls
+    the model itself. torch.compile compiles a graph when it first meets it, and these models are
+    one graph each, so the failing call has run nothing yet and is simply made again, eager."""
+
+    def __init__(self, model: nn.Module, runtime: Runtime) -> None:
+        self.model, self.runtime = model, runtime
+        self.compiled = torch.compile(model, mode=runtime.compile_mode)
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.runtime.compiled:
+            try:
+                return self.compiled(*inputs)
+            except torch._dynamo.exc.TorchDynamoException as error:  # Inductor's and Dynamo's failures
+                self.runtime.fall_back_to_eager(error)
+        return self.model(*inputs)
+
+    def train(self, mode: bool = True) -> "CompiledModel":
+        self.model.train(mode)
+        return self
+
+    def eval(self) -> "CompiledModel":
+        return self.train(False)
 
 
 def describe_device(device: torch.device) -> str:

@@ -98,6 +98,10 @@ class Record:
         """This process's part starts: what runs it, on what, from which data."""
         self.current = start_part(runtime, command, first_epoch, data)
 
+    def compile_failed(self, epoch: int, reason: str) -> None:
+        """torch.compile failed in ``epoch`` of this part, which ran eager from then on (the first time counts)."""
+        self.current.setdefault("compile_failed", {"epoch": epoch, "reason": reason})
+
     def parts(self, runtime: Runtime, wall_seconds: float) -> list[dict]:
         """Every part so far, this process's with its cost up to the run's ``wall_seconds``."""
         if self.current is None:

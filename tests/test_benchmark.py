@@ -108,7 +108,8 @@ def test_the_compile_mode_is_recorded_and_reaches_torch_compile(monkeypatch):
     monkeypatch.setattr(hardware.torch, "compile", lambda model, mode: calls.append(mode) or model)
     args = train.parse_args(["--device", "cpu", "--compile", "on", "--compile-mode", "reduce-overhead"])
     setup, model = hardware.setup(args, model="ResNet20", settings=vars(args), epochs=1)
-    assert setup.compile(model) is model and calls == ["reduce-overhead"]
+    compiled = setup.compile(model)
+    assert compiled.compiled is model and compiled.model is model and calls == ["reduce-overhead"]
     assert setup.describe_compile() == "compiled (reduce-overhead)"
     eager = hardware.Runtime(torch.device("cpu"), "fp32", None)
     assert eager.compile(model) is model and calls == ["reduce-overhead"] and eager.describe_compile() == "eager"

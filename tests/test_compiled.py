@@ -85,3 +85,38 @@ def test_a_compiled_run_resumes_exactly(compiled_run, data_dir, tmp_path, monkey
 def metrics(history):
     return [{key: value for key, value in row.items() if key not in ("epoch_seconds", "train_images_per_s")}
             for row in history]
+
+
+def test_a_machine_whose_compiler_fails_runs_eager_and_its_record_says_so(data_dir, tmp_path, monkeypatch, capsys):
+    """Inductor's real failure where it finds no working C++ compiler: the run goes on eager."""
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (str(tmp_path / "no-such-g++"),))
+    torch._dynamo.reset()
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "2", *PINNED)) == 0
+    out = capsys.readouterr().out
+    assert out.count("note: torch.compile failed (InductorError:") == 1 and "the run goes on eager" in out
+    folder = tmp_path / "ResNet20"
+    result = json.loads((folder / "ResNet20_results.json").read_text())
+    assert result["status"] == "finished" and result["compiled"] is False
+    failed = result["provenance"]["parts"][-1]["compile_failed"]
+    assert failed["epoch"] == 1 and "No working C++ compiler" in failed["reason"]
+    assert "compile: torch.compile failed in epoch 1 (InductorError:" in (folder / "ResNet20_results.txt").read_text()
+
+
+def test_compilation_failing_mid_run_leaves_the_epochs_before_compiled(data_dir, tmp_path, monkeypatch):
+    """Evaluation's graph is compiled at the end of epoch 1, after the training step's: where that
+    compilation fails, epoch 1 trained compiled and the run goes on eager from there."""
+    compiled_graphs = []
+
+    def fails_after_the_first_graph(graph, example_inputs):
+        compiled_graphs.append(graph)
+        if len(compiled_graphs) > 1:
+            raise RuntimeError("out of registers")
+        return torch._dynamo.backends.debugging.aot_eager(graph, example_inputs)
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=fails_after_the_first_graph))
+    torch._dynamo.reset()
+    assert train.main(run_args(data_dir, tmp_path, "--epochs", "3", *PINNED)) == 0
+    result = json.loads((tmp_path / "ResNet20" / "ResNet20_results.json").read_text())
+    failed = result["provenance"]["parts"][-1]["compile_failed"]
+    assert result["status"] == "finished" and failed["epoch"] == 1 and "RuntimeError: out of registers" in failed["reason"]
+    assert len(compiled_graphs) == 2  # the training step's, and the failed one: epochs 2 and 3 compiled nothing

@@ -1,6 +1,7 @@
 """The shared set-up (hardware.setup): device choice, fast-bf16 detection, the seeded model."""
 
 import argparse
+import functools
 import json
 import os
 
@@ -142,3 +143,24 @@ def test_threads_are_set_recorded_and_shown(data_dir, tmp_path):
     result = json.loads((tmp_path / "ResNet20" / "ResNet20_results.json").read_text())
     assert result["settings"]["threads"] == 1 and result["device"] == "cpu (1 thread)"
     assert result["provenance"]["parts"][0]["device"]["threads"] == 1
+
+
+def test_a_compiled_model_whose_compilation_fails_runs_eager_and_so_does_every_other(monkeypatch, capsys):
+    attempts = []
+
+    def failing_backend(graph, example_inputs):
+        attempts.append(graph)
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=failing_backend))
+    torch._dynamo.reset()
+    runtime = hardware.Runtime(torch.device("cpu"), "fp32", "default")
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU())
+    first, second = runtime.compile(model), runtime.compile(model)
+    images = torch.randn(4, 3)
+    assert torch.equal(first(images), model(images))  # the failed call made again, eager
+    assert torch.equal(second.eval()(images), model(images)) and not model.training
+    assert len(attempts) == 1 and not runtime.compiled and runtime.compile_mode == "default"
+    assert runtime.compile_failure.startswith("BackendCompilerFailed: ") and "no compiler" in runtime.compile_failure
+    assert runtime.describe_compile() == "eager (torch.compile failed)"
+    assert capsys.readouterr().out.count("note: torch.compile failed (BackendCompilerFailed:") == 1
