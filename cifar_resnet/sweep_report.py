@@ -1,5 +1,6 @@
 """The sweep's comparison with the paper: every finished run under a results folder, grouped by
-model and settings, against Table 6, and the paper's Figures 6 and 7 redrawn from the runs' files.
+model and settings, against Table 6, and the paper's Figures 6 and 7 redrawn from the runs' files;
+and the README's table of the runs whose records are committed under docs/runs.
 
     python report.py --summary results
 
@@ -12,6 +13,7 @@ the same files named *-cifar100 (summary-cifar100.md, ...), against the publishe
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 from cifar_resnet import figures, settings
 from cifar_resnet.data import SOURCES as DATA_SOURCES
 from cifar_resnet.errors import ReportError
-from cifar_resnet.fields import COMPLETE
+from cifar_resnet.fields import COMPLETE, describe_part_device, plural
 from cifar_resnet.paper import (
     CIFAR100_OTHERS,
     MODERN_PROJECT_CLAIMS,
@@ -322,3 +324,71 @@ def write_dataset_report(root: Path, dataset: str, groups: dict[str, list[dict]]
     if missing:
         print(f"{SOURCE_NAMES[dataset]}: not run yet: {', '.join(missing)}")
     return outputs
+
+
+# --------------------------------------------------------------------------------------------
+# The README's table of committed run records (docs/runs), written between these two lines by
+# report.py --records, never by hand: a test holds the README's table to the records.
+
+RECORDS_BEGIN = "<!-- generated from docs/runs by: python report.py --records docs/runs --readme README.md -->"
+RECORDS_END = "<!-- end of the generated table -->"
+RECORDS_HEADER = ("| record | model | final test accuracy | Table 6 | verdict | epochs | where | wall time |\n"
+                  "|---|---|---:|---:|---|---:|---|---:|")
+
+
+def records_table(root: Path, links_from: Path) -> str:
+    """A Markdown table of the finished runs whose records (the summary JSON, its text and the CSV,
+    copied from the run's folder) lie under ``root``: one row each, in the order of their folders'
+    names, each linked relative to ``links_from``. A record that is not a finished run's is refused."""
+    rows = []
+    for files in RunFolder.under(root):
+        result = files.read_result()
+        if result is None or result["status"] not in COMPLETE:
+            raise ReportError(f"{files.folder} holds no finished run's record ({files.json.name} missing, "
+                              "unreadable or not finished)")
+        rows.append(record_row(result, Path(os.path.relpath(files.folder, links_from)).as_posix()))
+    if not rows:
+        raise ReportError(f"no run records (<Model>_results.json) under {root}")
+    return "\n".join([RECORDS_HEADER, *rows]) + "\n"
+
+
+def record_row(result: dict, link: str) -> str:
+    """A record's row: the final model's test accuracy beside the published one, the verdict by the
+    sweep's rule, and what the run cost where."""
+    model, error = result["model"], result["final_test_error"]
+    paper = published_error(model, dataset_of(result))
+    start = result.get("started_from")
+    name = model if start is None else f"{model}, fine-tuned from {start['source']}'s weights"
+    return (f"| [{link.rsplit('/', 1)[-1]}]({link}/) | {name} | **{100 - error:.2f}%** | "
+            f"{'–' if paper is None else f'{100 - paper:.2f}%'} | {verdict(error, paper, verdict_blockers([result]))} | "
+            f"{result['epochs_done'] if 'epochs_done' in result else result['epochs']} | {where_it_ran(result)} | "
+            f"{result['wall_seconds'] / 60:.1f} min |")
+
+
+def where_it_ran(result: dict) -> str:
+    """Each part's device, precision and whether it ran compiled (and where that stopped), or the
+    summary's device where the run has no record of its parts."""
+    parts = result.get("provenance", {}).get("parts", [])
+    if not parts:
+        return f"{result['device']}, {result['settings'].get('precision', '?')}"
+    described = []
+    for part in parts:
+        device = describe_part_device(part["device"])
+        if part["device"]["type"] == "cpu":
+            device += f" ({plural(part['device']['threads'], 'thread')})" if "threads" in part["device"] else ""
+        compiled = "eager" if part.get("compile_mode") is None else f"compiled ({part['compile_mode']})"
+        if "compile_failed" in part:
+            compiled += f", eager from epoch {part['compile_failed']['epoch']}"
+        described.append(f"{device}, {part['precision']}, {compiled}")
+    graph = ", one CUDA graph a step" if result.get("step_graph") == "on" else ""
+    return "; then ".join(described) + graph
+
+
+def with_records_table(text: str, table: str) -> str:
+    """``text`` (the README) with its generated table replaced by ``table``."""
+    begin, end = text.find(RECORDS_BEGIN), text.find(RECORDS_END)
+    if begin < 0 or end < begin:
+        raise ReportError(f"no generated table to replace: the README needs the lines {RECORDS_BEGIN!r} and "
+                          f"{RECORDS_END!r}, in that order")
+    return text[:begin + len(RECORDS_BEGIN)] + "\n" + table + text[end:]
+

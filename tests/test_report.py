@@ -1,6 +1,7 @@
 """Per-run figures and checkpoint evaluation."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,10 @@ from PIL import Image
 import report
 import train
 from cifar_fixture import run_args
-from cifar_resnet import evaluate, figures, recipe
+from cifar_resnet import evaluate, figures, recipe, sweep_report
 from cifar_resnet.checkpoints import RunFiles
+from cifar_resnet.paper import PAPER_ERROR
+from helpers import write_fake_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -198,3 +201,78 @@ def test_the_preview_labels_each_image_and_frames_the_wrong_ones_in_red(tmp_path
     frames = [patch.get_xy() for patch in ax.patches]
     assert frames == [(1.1, 0.3), (3.1, 1 * figures.PREVIEW_CELL_HEIGHT + 0.3)]  # image 1 (row 0), image 7 (row 1)
     assert fig.texts[0].get_text() == "t: 2 of 10 shown are wrong (red)"
+
+
+# --------------------------------------------------------------------------------------------
+# report.py --records: the README's table of committed run records
+
+
+def test_the_readme_s_results_table_is_the_one_generated_from_the_committed_records():
+    """Nobody types a result into the README: its table is what the records under docs/runs give."""
+    readme = (ROOT / "README.md").read_text()
+    table = sweep_report.records_table(ROOT / "docs" / "runs", ROOT)
+    assert sweep_report.with_records_table(readme, table) == readme
+    assert table.count("\n") == 2 + len(list((ROOT / "docs" / "runs").glob("*/*_results.json")))
+
+
+def keep_record(run_folder, records, name):
+    """What a user does to keep a finished run's record: copy its summary JSON, text and CSV."""
+    (records / name).mkdir(parents=True)
+    for suffix in ("_results.json", "_results.txt", "_results.csv"):
+        shutil.copy(run_folder / f"ResNet20{suffix}", records / name)
+
+
+def test_a_record_s_row_gives_the_final_accuracy_where_it_ran_and_why_it_has_no_verdict(two_epoch_run, tmp_path):
+    keep_record(two_epoch_run, tmp_path / "runs", "tiny")
+    write_fake_run(tmp_path / "runs" / "paper" / "ResNet20", "ResNet20", 0, PAPER_ERROR["ResNet20"] + 0.3, epochs=164,
+                   official=True)
+    final = json.loads((two_epoch_run / "ResNet20_results.json").read_text())["final_test_acc"]
+    header, rule, paper, tiny = sweep_report.records_table(tmp_path / "runs", tmp_path).splitlines()
+    assert header.startswith("| record | model | final test accuracy | Table 6 | verdict |")
+    assert tiny.startswith(f"| [tiny](runs/tiny/) | ResNet20 | **{final:.2f}%** | 91.25% | no verdict: not the paper's "
+                           "settings (epochs=2, batch_size=32, milestones=[1.0, 1.5]); not the official data | 2 | ")
+    assert re.search(r" \(\d+ threads?\), fp32, eager \| \d+\.\d min \|$", tiny)
+    assert paper == (f"| [ResNet20](runs/paper/ResNet20/) | ResNet20 | **{100 - PAPER_ERROR['ResNet20'] - 0.3:.2f}%** | "
+                     "91.25% | reproduced | 164 | cpu (2 threads), fp32 | 0.0 min |")
+
+
+def test_report_py_writes_the_table_between_the_readme_s_markers_and_nowhere_else(two_epoch_run, tmp_path, capsys):
+    keep_record(two_epoch_run, tmp_path / "runs", "tiny")
+    readme = tmp_path / "README.md"
+    around = ("# Title\n\n", f"\n{sweep_report.RECORDS_END}\n\nAfter.\n")
+    readme.write_text(around[0] + sweep_report.RECORDS_BEGIN + "\n| a typed row |\n" + around[1])
+    assert report.main(["--records", str(tmp_path / "runs"), "--readme", str(readme)]) == 0
+    written = readme.read_text()
+    table = sweep_report.records_table(tmp_path / "runs", tmp_path)
+    assert written == around[0] + sweep_report.RECORDS_BEGIN + "\n" + table + around[1]
+    assert "typed" not in written and capsys.readouterr().out == f"wrote {readme}\n"
+    assert report.main(["--records", str(tmp_path / "runs")]) == 0  # printed: links from where it runs
+    assert "| [tiny](" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no markers", "no generated table to replace: the README needs the lines"),
+    ("unfinished record", "holds no finished run's record"),
+    ("no records", "no run records (<Model>_results.json) under"),
+    ("not text", "cannot read"),
+])
+def test_a_records_table_that_cannot_be_made_is_one_line(two_epoch_run, tmp_path, capsys, case, message):
+    runs, readme = tmp_path / "runs", tmp_path / "README.md"
+    runs.mkdir()
+    readme.write_text(f"{sweep_report.RECORDS_BEGIN}\n{sweep_report.RECORDS_END}\n")
+    if case != "no records":
+        keep_record(two_epoch_run, runs, "tiny")
+    if case == "no markers":
+        readme.write_text("# A README without the generated table\n")
+    if case == "unfinished record":
+        summary = json.loads((runs / "tiny" / "ResNet20_results.json").read_text())
+        summary.update(status="unfinished", latest_test_acc=summary.pop("final_test_acc"),
+                       latest_test_error=summary.pop("final_test_error"))
+        (runs / "tiny" / "ResNet20_results.json").write_text(json.dumps(summary))
+    if case == "not text":
+        readme.write_bytes(b"\xff\xfe" + sweep_report.RECORDS_BEGIN.encode())
+    before = readme.read_bytes()
+    assert report.main(["--records", str(runs), "--readme", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("report.py: error: ") and message in err and err.count("\n") == 1
+    assert readme.read_bytes() == before
