@@ -60,6 +60,7 @@ def peak_memory(runtime: Runtime) -> str:
 def run(args: argparse.Namespace) -> dict:
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     step_model = runtime.compile(model)
+    eval_model = runtime.evaluation_model(model, step_model)
     optimizer = make_optimizer(model, args, runtime.device)
     classes = data.SOURCES[args.dataset].class_count
     all_train, test_images = ((args.subset, max(1, args.subset // data.SUBSET_TEST_SHARE)) if args.subset
@@ -88,14 +89,14 @@ def run(args: argparse.Namespace) -> dict:
 
     start = time.perf_counter()
     train_steps(2 + (graphs.WARMUP_STEPS if runtime.step_graph else 0))  # compilation, autotuning, the capture
-    passes.evaluate(step_model, test_loader, runtime)
+    passes.evaluate(eval_model, test_loader, runtime)
     warmup_seconds = time.perf_counter() - start
     probe = train_steps(2)
     steps = max(3, min(MAX_TIMED_STEPS, math.ceil(BENCHMARK_SECONDS * 2 / probe["epoch_seconds"])))
     train_rate = train_steps(steps)["train_images_per_s"]
     start, evaluated = time.perf_counter(), 0
     while evaluated == 0 or time.perf_counter() - start < BENCHMARK_SECONDS:
-        passes.evaluate(step_model, test_loader, runtime)
+        passes.evaluate(eval_model, test_loader, runtime)
         evaluated += eval_images
     eval_rate = evaluated / (time.perf_counter() - start)
 

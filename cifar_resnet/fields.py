@@ -200,6 +200,7 @@ SUMMARY_FIELDS = {
     "precision": is_text,
     "compiled": lambda value: isinstance(value, bool),
     "compile_mode": lambda value: value is None or is_text(value),
+    "eval_compile_mode": lambda value: value is None or is_text(value),  # evaluation's (older summaries have none)
     "step_graph": is_text,  # "on", or "off" and why (older summaries have none)
     "settings": _is_run_settings,
     "command": is_text,

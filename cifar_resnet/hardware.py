@@ -31,6 +31,8 @@ from resnet import build_model
 # few epochs of 50k images; shorter runs (smoke tests, the test suite) stay eager.
 COMPILE_MIN_EPOCHS = 10
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+# The modes that record CUDA graphs of their own (Inductor's triton.cudagraphs), and their counterparts without
+CUDA_GRAPH_MODES = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
 # channels_last lets cuDNN and oneDNN pick their fastest convolution kernels; the maths is unchanged.
 MEMORY_FORMAT = torch.channels_last
 CPU_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}  # /proc/cpuinfo's names for fast bf16 matrix maths
@@ -57,11 +59,26 @@ class Runtime:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
         return contextlib.nullcontext()
 
-    def compile(self, model: nn.Module):
-        """What to call for steps: the model compiled (falling back to it, eager, where compiling
-        fails), or the model itself. Either way its weights are the model's, so checkpoints carry no
-        ``_orig_mod.`` prefixes."""
-        return CompiledModel(model, self) if self.compiled else model
+    @property
+    def eval_compile_mode(self) -> Optional[str]:
+        """Evaluation's mode. Under --step-graph on the training step is one graph of default-mode
+        kernels, and evaluation, which that graph does not hold, replays CUDA graphs of its own
+        (reduce-overhead): a forward of up to a few hundred kernels per batch is one launch."""
+        return "reduce-overhead" if self.step_graph and self.compile_mode == "default" else self.compile_mode
+
+    def compile(self, model: nn.Module, mode: Optional[str] = None):
+        """What to call for steps: the model compiled (in ``mode``, else the runtime's; falling back
+        to it, eager, where compiling fails), or the model itself. Either way its weights are the
+        model's, so checkpoints carry no ``_orig_mod.`` prefixes."""
+        return CompiledModel(model, self, mode or self.compile_mode) if self.compiled else model
+
+    def evaluation_model(self, model: nn.Module, step_model):
+        """What to call for evaluation: ``step_model`` (the training step's) where it serves, else
+        ``model`` compiled on its own: under DDP (evaluation runs outside DDP's wrapper) or in
+        another mode (``eval_compile_mode``)."""
+        if self.processes.distributed or self.eval_compile_mode != self.compile_mode:
+            return self.compile(model, self.eval_compile_mode)
+        return step_model
 
     def fall_back_to_eager(self, error: Exception) -> None:
         """Compiling failed: say so in one line; every compiled module of this runtime runs eager from now on."""
@@ -71,7 +88,10 @@ class Runtime:
     def describe_compile(self) -> str:
         if self.compile_mode is None:
             return "eager"
-        return f"compiled ({self.compile_mode})" if self.compiled else "eager (torch.compile failed)"
+        if not self.compiled:
+            return "eager (torch.compile failed)"
+        evaluation = "" if self.eval_compile_mode == self.compile_mode else f"; evaluation: {self.eval_compile_mode}"
+        return f"compiled ({self.compile_mode}{evaluation})"
 
     def describe(self) -> str:
         count = self.processes.count
@@ -85,9 +105,9 @@ class CompiledModel:
     the model itself. torch.compile compiles a graph when it first meets it, and these models are
     one graph each, so the failing call has run nothing yet and is simply made again, eager."""
 
-    def __init__(self, model: nn.Module, runtime: Runtime) -> None:
+    def __init__(self, model: nn.Module, runtime: Runtime, mode: str) -> None:
         self.model, self.runtime = model, runtime
-        self.compiled = torch.compile(model, mode=runtime.compile_mode)
+        self.compiled = torch.compile(model, mode=mode)
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.runtime.compiled:
@@ -274,16 +294,16 @@ def use_compile(choice: str, epochs: int, device: torch.device) -> bool:
 def pick_compile_mode(name: str, device: torch.device, processes: Processes = Processes(),
                       step_graph: bool = False) -> str:
     """``auto``: CUDA graphs ("reduce-overhead") for one process on a GPU, "default" elsewhere, and
-    "default" under --step-graph on, whose one graph holds the compiled kernels (reduce-overhead's
-    own graphs cannot be recorded inside another: refused).
+    "default" under --step-graph on, whose one graph holds the compiled kernels (the graphs of
+    reduce-overhead and max-autotune cannot be recorded inside another: refused).
 
     A CIFAR ResNet's step is a few hundred small kernels (ResNet-20's convolutions take
     microseconds at batch 128), so on a GPU launching them costs more than running them; a CUDA
     graph replays the whole forward, and the whole backward, as one launch each. Under DDP the
     gradient all-reduce hooks split the graphs, so several processes keep the default mode."""
-    if step_graph and name == "reduce-overhead":
-        raise UsageError("--compile-mode reduce-overhead records CUDA graphs of its own, which --step-graph on "
-                         "cannot hold in its graph: use --compile-mode default (or auto)")
+    if step_graph and name in CUDA_GRAPH_MODES:
+        raise UsageError(f"--compile-mode {name} records CUDA graphs of its own, which --step-graph on cannot hold "
+                         f"in its graph: use --compile-mode {CUDA_GRAPH_MODES[name]} (or auto)")
     if name != "auto":
         return name
     return "reduce-overhead" if device.type == "cuda" and not processes.distributed and not step_graph else "default"

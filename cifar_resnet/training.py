@@ -74,7 +74,7 @@ class Training:
             self.eval_loaders["val"] = passes.eval_loader(dataset.val, self.normalization, runtime.device)
         self.selected_on = "val" if dataset.val is not None else "test"
         self.step_model = runtime.compile(distributed.wrap(model, processes, runtime.device, args.sync_bn))
-        self.eval_model = runtime.compile(model) if processes.distributed else self.step_model
+        self.eval_model = runtime.evaluation_model(model, self.step_model)
         self.optimizer = make_optimizer(model, args, runtime.device)
         self.train_step = passes.TrainStep(self.step_model, self.optimizer, self.train_loader, runtime, self.mixing,
                                            args.label_smoothing)
@@ -223,6 +223,7 @@ class Training:
             precision=self.runtime.precision,
             compiled=self.runtime.compiled,
             compile_mode=self.runtime.compile_mode,
+            eval_compile_mode=self.runtime.eval_compile_mode,
             step_graph=self.train_step.graph_mode,
             settings=settings.recorded(self.args),
             command=self.args.command,

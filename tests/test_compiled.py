@@ -52,7 +52,7 @@ def compiled_run(data_dir, tmp_path_factory):
 def test_a_compiled_run_compiles_in_its_first_epoch_only(compiled_run):
     folder, graphs = compiled_run
     result = json.loads((folder / "ResNet20_results.json").read_text())
-    assert result["compiled"] is True and result["compile_mode"] == "default"
+    assert result["compiled"] is True and result["compile_mode"] == result["eval_compile_mode"] == "default"
     assert graphs[0] >= 2 and graphs == [graphs[0]] * EPOCHS  # training and evaluation, then never again
 
 

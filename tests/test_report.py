@@ -239,7 +239,7 @@ def test_a_record_s_row_gives_the_final_accuracy_where_it_ran_and_why_it_has_no_
 def test_report_py_writes_the_table_between_the_readme_s_markers_and_nowhere_else(two_epoch_run, tmp_path, capsys):
     keep_record(two_epoch_run, tmp_path / "runs", "tiny")
     readme = tmp_path / "README.md"
-    around = ("# Title\n\n", f"\n{sweep_report.RECORDS_END}\n\nAfter.\n")
+    around = ("# Title\n\n", f"{sweep_report.RECORDS_END}\n\nAfter.\n")
     readme.write_text(around[0] + sweep_report.RECORDS_BEGIN + "\n| a typed row |\n" + around[1])
     assert report.main(["--records", str(tmp_path / "runs"), "--readme", str(readme)]) == 0
     written = readme.read_text()

@@ -147,10 +147,32 @@ def test_the_step_graph_takes_the_compiled_kernels_not_reduce_overhead_s_own_gra
     cuda = torch.device("cuda")
     assert hardware.pick_compile_mode("auto", cuda) == "reduce-overhead"
     assert hardware.pick_compile_mode("auto", cuda, step_graph=True) == "default"
-    with pytest.raises(UsageError, match="--compile-mode reduce-overhead records CUDA graphs of its own"):
-        hardware.pick_compile_mode("reduce-overhead", cuda, step_graph=True)
+    for mode, instead in (("reduce-overhead", "default"), ("max-autotune", "max-autotune-no-cudagraphs")):
+        with pytest.raises(UsageError, match=f"--compile-mode {mode} records CUDA graphs of its own, which "
+                                             f"--step-graph on cannot hold in its graph: use --compile-mode {instead}"):
+            hardware.pick_compile_mode(mode, cuda, step_graph=True)
+    assert hardware.pick_compile_mode("max-autotune-no-cudagraphs", cuda, step_graph=True) == "max-autotune-no-cudagraphs"
+
+
+def test_under_the_step_graph_evaluation_replays_graphs_of_its_own(monkeypatch):
+    """The training step's graph holds default-mode kernels; evaluation, outside it, is compiled apart
+    with reduce-overhead's graphs. Without the step graph one compiled model serves both."""
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode: modes.append(mode) or model)
+    model = torch.nn.Linear(3, 2)
+    graphed = hardware.Runtime(torch.device("cuda"), "bf16", "default", step_graph=True)
+    step_model = graphed.compile(model)
+    eval_model = graphed.evaluation_model(model, step_model)
+    assert eval_model is not step_model and eval_model.model is model and modes == ["default", "reduce-overhead"]
+    assert graphed.describe_compile() == "compiled (default; evaluation: reduce-overhead)"
+    for runtime in (hardware.Runtime(torch.device("cuda"), "bf16", "reduce-overhead"),
+                    hardware.Runtime(torch.device("cuda"), "bf16", "max-autotune-no-cudagraphs", step_graph=True)):
+        step_model = runtime.compile(model)
+        assert runtime.evaluation_model(model, step_model) is step_model and runtime.describe_compile() == (
+            f"compiled ({runtime.compile_mode})")
 
 
 def test_a_run_records_whether_its_step_was_captured(two_epoch_run):
     summary = json.loads((two_epoch_run / "ResNet20_results.json").read_text())
     assert summary["step_graph"] == "off" and summary["settings"]["step_graph"] == "off"
+    assert summary["compile_mode"] is None and summary["eval_compile_mode"] is None
