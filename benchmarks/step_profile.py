@@ -3,6 +3,7 @@
     python benchmarks/step_profile.py --model ResNet20                      # compiled as a full run is
     python benchmarks/step_profile.py --model ResNet20 --compile off
     python benchmarks/step_profile.py --model ResNet56 --compile-mode default
+    python benchmarks/step_profile.py --model ResNet20 --step-graph on     # the whole step as one CUDA graph
 
 Prints, in milliseconds per step at the paper's batch of 128 on random images: the whole step as
 train.py runs it (passes.TrainStep: batch, forward, loss, backward, update, running sums);
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cifar_resnet import (
     data,  # noqa: E402
+    graphs,  # noqa: E402
     passes,  # noqa: E402
     settings,  # noqa: E402
 )
@@ -70,10 +72,11 @@ def main() -> None:
     parser.add_argument("--compile", choices=("on", "off"), default="on")
     parser.add_argument("--compile-mode", default="auto")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--step-graph", choices=("on", "off"), default="off")
     parser.add_argument("--steps", type=int, default=TIMED_STEPS, help="steps timed per part")
     options = parser.parse_args()
     args = settings.parse_args(["--model", options.model, "--compile", options.compile, "--compile-mode",
-                                options.compile_mode, "--device", options.device])
+                                options.compile_mode, "--device", options.device, "--step-graph", options.step_graph])
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     device = runtime.device
     step_model = runtime.compile(model)
@@ -88,17 +91,21 @@ def main() -> None:
         split = data.random_split(steps * args.batch_size, classes, random_images)
         return passes.train_loader(split, args.batch_size, normalization, generator, make_augmentation(args))
 
-    def train_steps(batches: data.DeviceLoader) -> float:
-        train_step = passes.TrainStep(step_model, optimizer, batches, runtime)
-        result = passes.train_one_epoch(train_step, schedule, runtime, StopSignals(), None)
-        return result["epoch_seconds"] * 1000 / len(batches)
+    # One step throughout, as in a run (a captured step is captured once), over batches made before any is timed.
+    train_step = passes.TrainStep(step_model, optimizer, loader(max(options.steps, PROFILED_STEPS)), runtime)
+    if runtime.step_graph:
+        graphs.capture_steps(train_step)
+
+    def train_steps(steps: int) -> float:
+        result = passes.train_one_epoch(train_step, schedule, runtime, StopSignals(), None, steps=steps)
+        return result["epoch_seconds"] * 1000 / steps
 
     start = time.perf_counter()
-    train_steps(loader(3))  # compilation, CUDA graph recording, autotuning
+    train_steps(3 + (graphs.WARMUP_STEPS if runtime.step_graph else 0))  # compilation, autotuning, the capture
     print(f"{args.model} on {runtime.describe()}, {runtime.precision}, {runtime.describe_compile()}, batch "
           f"{args.batch_size}; warm-up {time.perf_counter() - start:.1f} s; ms per step:", flush=True)
     steps = options.steps
-    print(f"  whole step (train.py's):        {train_steps(loader(steps)):7.3f}")
+    print(f"  whole step (train.py's):        {train_steps(steps):7.3f}  (step graph: {train_step.graph_mode})")
 
     batches = iter(loader(steps))
     print(f"  batch alone (crop, flip, norm): {milliseconds_per_call(lambda: next(batches), steps, device)}")
@@ -114,9 +121,8 @@ def main() -> None:
     print(f"  update alone (optimizer.step):  {milliseconds_per_call(optimizer.step, steps, device)}")
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    batches = loader(PROFILED_STEPS)  # made first: the profile holds the steps alone
     with profile(activities=activities) as profiler:
-        wall = train_steps(batches)
+        wall = train_steps(PROFILED_STEPS)
     events = profiler.key_averages()
     if device.type == "cuda":
         print(f"  profiled step: {wall:.3f} wall, of which the device ran kernels "

@@ -1,6 +1,7 @@
 """--benchmark and the speed choices (compilation, fused SGD, evaluation batch)."""
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,3 +128,19 @@ def test_evaluation_batches_divide_the_test_and_validation_sets():
     for device in ("cpu", "cuda"):
         size = passes.eval_batch_size(torch.device(device))
         assert 10_000 % size == 0 and 5_000 % size == 0
+
+
+def test_the_step_graph_equivalence_check_runs_and_finds_two_uncaptured_runs_equal(monkeypatch, capsys):
+    """benchmarks/step_graph_equivalence.py compares a captured run with an uncaptured one on a GPU;
+    here, without CUDA, both runs are uncaptured: the script itself is what is checked."""
+    monkeypatch.syspath_prepend(Path(__file__).resolve().parent.parent / "benchmarks")
+    import step_graph_equivalence
+
+    assert step_graph_equivalence.main(["--steps", "4", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "second run's step graph: off (no CUDA)" in out
+    differences = [line for line in out.splitlines() if "largest difference" in line]
+    assert [line.split(":")[0].strip() for line in differences] == [
+        "largest difference, weights", "largest difference, BatchNorm statistics", "largest difference, momentum",
+        "largest difference, running sums"]
+    assert all(line.endswith(": 0") for line in differences)
