@@ -296,3 +296,15 @@ def test_the_model_table_has_a_title_and_ends_quietly_when_its_reader_stops_earl
                            capture_output=True, text=True)
     assert table.stdout.splitlines()[0].startswith("Every model of resnet.py") and "ResNet20" in table.stdout
     assert "Traceback" not in table.stderr
+
+
+@pytest.mark.parametrize("name, options", [
+    ("ResNet20", {}), ("ResNet20", {"shortcut": "B"}), ("Plain20", {}), ("ResNet18", {}), ("ResNet50", {}),
+    ("ResNet18", {"stem": "imagenet"}), ("PreActResNet110", {}), ("PreActResNet18", {}), ("ResNeXt29_2x64d", {}),
+])
+def test_every_family_traces_as_one_graph_so_that_cuda_graphs_hold_the_whole_model(name, options):
+    """torch.compile's graph of a training forward, with no break: reduce-overhead's graphs and the
+    step graph (--step-graph on) then replay the whole model, whatever its depth (the blocks repeat)."""
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(build_model(name, **options).train())(torch.randn(2, 3, 32, 32))
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
