@@ -260,8 +260,8 @@ def estimate() -> None:
         print(f"| {model} | {numbers['train_images_per_s']:,.0f} | {numbers['epoch_seconds']:.1f} | "
               f"{numbers['warmup_seconds']:.0f} | {numbers['train_tflops']:.2f} | {len(runs)} | "
               f"{duration(max(runs))} | {duration(sum(runs))} |", flush=True)
-    device = f"{numbers['device']}, {numbers['precision']}, " + (
-        f"compiled ({numbers['compile_mode']})" if numbers["compiled"] else "eager")
+    graph = "" if numbers["step_graph"] == "off" else f", step graph {numbers['step_graph']}"
+    device = f"{numbers['device']}, {numbers['precision']}, {numbers['compilation']}{graph}"
     gpus = len(os.environ["GPUS"].split(",")) if os.environ.get("GPUS") else 1
     print(f"\nmeasured on {device}\nwhole sweep: {duration(total)} one run at a time" + (
         f"; on {gpus} GPUs at a time, about {duration(max(total / gpus, longest))}" if gpus > 1 else ""))

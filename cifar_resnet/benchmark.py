@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> dict:
     epoch_seconds += val_images / eval_rate
     result = {"model": args.model, "device": runtime.describe(), "precision": runtime.precision,
               "compiled": runtime.compiled, "compile_mode": runtime.compile_mode, "batch_size": args.batch_size,
+              # what ran, read after the timing: a compilation that failed, a capture refused
+              "compilation": runtime.describe_compile(), "step_graph": train_step.graph_mode,
               "train_steps_timed": steps,
               "train_images_per_s": train_rate, "eval_images_per_s": eval_rate, "warmup_seconds": warmup_seconds,
               "epoch_seconds": epoch_seconds, "projected_run_seconds": warmup_seconds + args.epochs * epoch_seconds,
@@ -111,7 +113,8 @@ def run(args: argparse.Namespace) -> dict:
     result["train_tflops"] = training_tflops(result["macs_per_image"], train_rate)
     peak = bf16_peak_tflops(runtime.device)
     result["bf16_peak_share"] = result["train_tflops"] / peak[1] if peak else None
-    print(f"{args.model} on {result['device']}, {runtime.precision}, {runtime.describe_compile()}, "
+    graph = f", step graph {train_step.graph_mode}" if runtime.step_graph else ""
+    print(f"{args.model} on {result['device']}, {runtime.precision}, {result['compilation']}{graph}, "
           f"batch {args.batch_size}, recipe {args.recipe}")
     print(f"training:   {train_rate:,.0f} images/s ({steps} steps timed)")
     print(f"evaluation: {eval_rate:,.0f} images/s (batches of {passes.eval_batch_size(runtime.device)})")

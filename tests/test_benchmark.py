@@ -1,5 +1,6 @@
 """--benchmark and the speed choices (compilation, fused SGD, evaluation batch)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -23,6 +24,23 @@ def test_benchmark_prints_rates_memory_and_projection_and_writes_nothing(tmp_pat
                  "min for 3 epochs"):
         assert text in out
     assert not results.exists() and not (tmp_path / "no-data-needed").exists()
+
+
+def test_the_benchmark_says_what_ran_after_a_compilation_that_failed(tmp_path, monkeypatch, capsys):
+    """A benchmark is of what really ran: eager, once torch.compile has failed (and sweep.py's
+    estimate, which reads the JSON, says so too)."""
+    monkeypatch.setattr(benchmark, "BENCHMARK_SECONDS", 0.2)
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (str(tmp_path / "no-such-g++"),))
+    torch._dynamo.reset()
+    numbers = tmp_path / "numbers.json"
+    argv = ["--model", "ResNet20", "--benchmark", "--batch-size", "16", "--compile", "on", *PINNED_HOST,
+            "--benchmark-json", str(numbers)]
+    assert train.main(argv) == 0
+    after_the_note = capsys.readouterr().out.split("note: torch.compile failed (InductorError:")[1]
+    assert "ResNet20 on cpu (" in after_the_note and ", fp32, eager (torch.compile failed), batch 16" in after_the_note
+    result = json.loads(numbers.read_text())
+    assert result["compilation"] == "eager (torch.compile failed)" and result["compiled"] is False
+    assert result["step_graph"] == "off"
 
 
 @pytest.mark.parametrize("val_size,subset,train_images,test_images", [

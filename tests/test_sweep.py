@@ -377,7 +377,8 @@ def test_the_estimate_prices_every_run_left_to_train_and_the_whole_sweep(tmp_pat
         benchmarked.append(model)
         return {"warmup_seconds": 10.0, "epoch_seconds": {"ResNet20": 2.0, "ResNet56": 5.0}[model],
                 "train_images_per_s": 1000.0, "train_tflops": 0.25, "device": "cuda (NVIDIA H200)",
-                "precision": "bf16", "compiled": True, "compile_mode": "reduce-overhead"}
+                "precision": "bf16", "compilation": "compiled (default; evaluation: reduce-overhead)",
+                "step_graph": "on"}
 
     monkeypatch.setattr(sweep_module, "benchmark_model", benchmark)
     assert sweep_module.main(["estimate"]) == 0
@@ -386,7 +387,7 @@ def test_the_estimate_prices_every_run_left_to_train_and_the_whole_sweep(tmp_pat
     assert "| ResNet20 | 1,000 | 2.0 | 10 | 0.25 | 1 | 30 s | 30 s |" in out  # seed 1 only: 10 + 10 x 2
     assert "| ResNet56 | 1,000 | 5.0 | 10 | 0.25 | 2 | 60 s | 100 s |" in out  # 10 + 10 x 5, and 10 + 6 x 5
     assert "whole sweep: 2.2 min one run at a time; on 2 GPUs at a time, about 65 s" in out  # 130 s
-    assert "measured on cuda (NVIDIA H200), bf16, compiled (reduce-overhead)" in out
+    assert "measured on cuda (NVIDIA H200), bf16, compiled (default; evaluation: reduce-overhead), step graph on" in out
 
 
 def test_a_benchmark_that_fails_stops_the_estimate_in_one_line(tmp_path, monkeypatch, capsys):
