@@ -114,7 +114,8 @@ def is_part(value) -> bool:
             and isinstance(value["code"].get("commit"), str) and isinstance(value["device"].get("type"), str)
             and is_count(value["device"].get("processes"))
             and all(_is_amount(value.get(key)) for key in ("wall_seconds", "device_hours", "peak_memory_gib"))
-            and ("compile_failed" not in value or _is_compile_failure(value["compile_failed"])))
+            and ("compile_failed" not in value or _is_compile_failure(value["compile_failed"]))
+            and ("step_graph" not in value or is_text(value["step_graph"])))
 
 
 def _is_compile_failure(value) -> bool:

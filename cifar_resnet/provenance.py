@@ -98,9 +98,12 @@ class Record:
         """This process's part starts: what runs it, on what, from which data."""
         self.current = start_part(runtime, command, first_epoch, data)
 
-    def compile_failed(self, epoch: int, reason: str) -> None:
-        """torch.compile failed in ``epoch`` of this part, which ran eager from then on (the first time counts)."""
-        self.current.setdefault("compile_failed", {"epoch": epoch, "reason": reason})
+    def ran(self, epoch: int, step_graph: str, compile_failure: Optional[str]) -> None:
+        """What this part's ``epoch`` really ran: its step captured or not (``step_graph``: "on", or
+        "off" and why), and where torch.compile failed, the first epoch of this part that ran eager."""
+        self.current["step_graph"] = step_graph
+        if compile_failure is not None:
+            self.current.setdefault("compile_failed", {"epoch": epoch, "reason": compile_failure})
 
     def parts(self, runtime: Runtime, wall_seconds: float) -> list[dict]:
         """Every part so far, this process's with its cost up to the run's ``wall_seconds``."""

@@ -379,9 +379,9 @@ def where_it_ran(result: dict) -> str:
         compiled = "eager" if part.get("compile_mode") is None else f"compiled ({part['compile_mode']})"
         if "compile_failed" in part:
             compiled += f", eager from epoch {part['compile_failed']['epoch']}"
-        described.append(f"{device}, {part['precision']}, {compiled}")
-    graph = ", one CUDA graph a step" if result.get("step_graph") == "on" else ""
-    return "; then ".join(described) + graph
+        graph = ", one CUDA graph a step" if part.get("step_graph") == "on" else ""
+        described.append(f"{device}, {part['precision']}, {compiled}{graph}")
+    return "; then ".join(described)
 
 
 def with_records_table(text: str, table: str) -> str:
@@ -391,4 +391,3 @@ def with_records_table(text: str, table: str) -> str:
         raise ReportError(f"no generated table to replace: the README needs the lines {RECORDS_BEGIN!r} and "
                           f"{RECORDS_END!r}, in that order")
     return text[:begin + len(RECORDS_BEGIN)] + "\n" + table + text[end:]
-

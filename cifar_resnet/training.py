@@ -117,8 +117,7 @@ class Training:
             row[f"{split}_loss"], row[f"{split}_acc"], predictions = passes.evaluate(self.eval_model, loader, self.runtime)
             if split == "test":
                 self.test_predictions = {**self.test_preview, "epoch": epoch, "predictions": predictions.to(torch.uint8)}
-        if self.runtime.compile_failure is not None:
-            self.record.compile_failed(epoch, self.runtime.compile_failure)
+        self.record.ran(epoch, self.train_step.graph_mode, self.runtime.compile_failure)
         row = distributed.from_main(csv_row({**row, "lr": lr}))  # rank 0's numbers decide for every process
         self.history.append(row)
         self.wall_seconds += time.perf_counter() - start

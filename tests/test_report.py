@@ -276,3 +276,14 @@ def test_a_records_table_that_cannot_be_made_is_one_line(two_epoch_run, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("report.py: error: ") and message in err and err.count("\n") == 1
     assert readme.read_bytes() == before
+
+
+def test_where_a_run_ran_names_each_part_s_device_precision_compilation_and_step_graph():
+    gpu = {"type": "cuda", "name": "NVIDIA H200", "processes": 1}
+    cpu = {"type": "cpu", "name": "Intel(R) Xeon(R) Processor", "threads": 1, "processes": 1}
+    parts = [{"device": gpu, "precision": "bf16", "compile_mode": "default", "step_graph": "on"},
+             {"device": cpu, "precision": "bf16", "compile_mode": "default", "step_graph": "off (not on CUDA)",
+              "compile_failed": {"epoch": 116, "reason": "InductorError: ..."}}]
+    assert sweep_report.where_it_ran({"provenance": {"parts": parts}}) == (
+        "NVIDIA H200, bf16, compiled (default), one CUDA graph a step; "
+        "then Intel(R) Xeon(R) Processor (1 thread), bf16, compiled (default), eager from epoch 116")

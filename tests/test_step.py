@@ -176,3 +176,4 @@ def test_a_run_records_whether_its_step_was_captured(two_epoch_run):
     summary = json.loads((two_epoch_run / "ResNet20_results.json").read_text())
     assert summary["step_graph"] == "off" and summary["settings"]["step_graph"] == "off"
     assert summary["compile_mode"] is None and summary["eval_compile_mode"] is None
+    assert summary["provenance"]["parts"][-1]["step_graph"] == "off"
