@@ -11,6 +11,7 @@ from typing import Optional
 from cifar_resnet import data, figures, hardware, passes
 from cifar_resnet.checkpoints import load_checkpoint, rebuild_model
 from cifar_resnet.errors import UsageError
+from cifar_resnet.runfolder import own_folder
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict:
@@ -50,7 +51,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
                                 digits=4, zero_division=0))
     figure = path.parent / "plots" / f"{path.stem}_confusion_matrix.png"
     try:
-        figure.parent.mkdir(exist_ok=True)
+        own_folder(figure.parent)  # a link there is replaced, never followed to another run's files
     except OSError as error:
         raise UsageError(f"cannot write the confusion matrix to {figure.parent} ({error.strerror or error})") from None
     figures.plot_confusion(labels, predicted, classes, figure, f"{name} ({path.name})")

@@ -426,6 +426,11 @@ def test_a_run_s_folder_linked_elsewhere_is_replaced_not_followed(data_dir, tmp_
     (run / "plots").symlink_to(outside)
     assert report.main([str(run)]) == 0  # report.py replaces the link the same way
     assert (outside / "loss_acc_curves.png").read_text() == "the user's own file"
+    (run / "plots").rename(tmp_path / "redrawn")
+    (run / "plots").symlink_to(outside)
+    assert train.main(["--evaluate", str(run / "ResNet20_last.pth"), "--data-dir", str(data_dir), "--device", "cpu"]) == 0
+    assert (run / "plots" / "ResNet20_last_confusion_matrix.png").is_file()  # and so does --evaluate
+    assert [path.name for path in outside.iterdir()] == ["loss_acc_curves.png"]
 
 
 def test_a_file_where_tensorboard_s_folder_belongs_is_one_line(data_dir, tmp_path, capsys):
