@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urljoin, urlparse
@@ -46,6 +46,7 @@ from resnet import MODELS, build_model
 
 dependencies = ["torch", "numpy"]
 CLONE = Path(__file__).resolve().parent
+MANIFEST_TIMEOUT_SECONDS = 60  # for the server's answer, and between its packets
 
 
 def checkpoint_file(weights, sha256: Optional[str]) -> Path:
@@ -110,11 +111,21 @@ def is_url(text: str) -> bool:
 
 
 def downloaded_manifest(url: str) -> list[dict]:
-    """The entries of the manifest at ``url``, read afresh each time (a manifest gains entries)."""
-    with tempfile.TemporaryDirectory() as folder:
-        copy = Path(folder) / export.MANIFEST
-        fetch(url, copy, progress=False)
-        return export.read_manifest_file(copy)
+    """The entries of the manifest at ``url``, read afresh each time (a manifest gains entries); a
+    server that sends more than a manifest may hold is refused once that much has come, not after
+    all it sends."""
+    limit = export.MAX_MANIFEST_BYTES
+    try:
+        with urllib.request.urlopen(url, timeout=MANIFEST_TIMEOUT_SECONDS) as response:
+            content = response.read(limit + 1)
+    except Exception as error:  # no network, a 404, a refused connection, a timeout
+        raise ValueError(f"could not download {url} ({type(error).__name__}: {error})") from None
+    if len(content) > limit:
+        raise ValueError(f"{url} is larger than a manifest may be ({limit:,} bytes)")
+    try:
+        return export.read_manifest(content.decode(), url)
+    except UnicodeDecodeError:
+        raise ValueError(f"{url} is not a manifest (not UTF-8 text)") from None
 
 
 def load_model(name: str, weights, num_classes: Optional[int], sha256: Optional[str], options: dict) -> nn.Module:

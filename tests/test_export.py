@@ -1,9 +1,13 @@
 """Weights out (issue 29): `weights.py export` writes a finished run's final model as
 <name>-<sha256[:8]>.pth and a manifest line, and torch.hub loads them by name, checking the hash."""
 
+import contextlib
 import hashlib
+import http.server
 import json
+import re
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,23 +64,54 @@ def test_torch_hub_loads_exported_weights_by_name_from_the_manifest(two_epoch_ru
         hub("ResNet20", manifest=str(tmp_path / export.MANIFEST), weights="ResNet32")
 
 
+@contextlib.contextmanager
+def web_site(folder: Path):
+    """``folder`` served over HTTP on this machine's loopback, at the URL yielded; the paths asked for are listed."""
+    asked = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def do_GET(self):
+            asked.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/", asked
+        finally:
+            server.shutdown()
+
+
 def test_a_manifest_at_a_url_names_weights_beside_it_and_their_hash_is_checked(two_epoch_run, tmp_path, monkeypatch):
     site = tmp_path / "site"
     entry = exported(two_epoch_run, site)
-    downloads = []
-
-    def download(url, destination, progress=True):
-        downloads.append(url)
-        shutil.copyfile(site / url.removeprefix("https://example.org/w/"), destination)
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    assert not hub("ResNet20", manifest="https://example.org/w/manifest.jsonl").training
-    assert downloads == ["https://example.org/w/manifest.jsonl", f"https://example.org/w/{entry['file']}"]
-    cached = next((tmp_path / "hub" / "checkpoints").glob(f"*-{entry['file']}"))
-    cached.write_bytes(cached.read_bytes() + b"tampered")  # what a server or a cache might hand out instead
-    with pytest.raises(ValueError, match=f"has the SHA-256 [0-9a-f]{{64}}, not the {entry['sha256']}"):
-        hub("ResNet20", manifest="https://example.org/w/manifest.jsonl")
+    with web_site(site) as (url, asked):
+        assert not hub("ResNet20", manifest=f"{url}manifest.jsonl").training
+        assert asked == ["/manifest.jsonl", f"/{entry['file']}"]
+        cached = next((tmp_path / "hub" / "checkpoints").glob(f"*-{entry['file']}"))
+        cached.write_bytes(cached.read_bytes() + b"tampered")  # what a server or a cache might hand out instead
+        with pytest.raises(ValueError, match=f"has the SHA-256 [0-9a-f]{{64}}, not the {entry['sha256']}"):
+            hub("ResNet20", manifest=f"{url}manifest.jsonl")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"x" * (export.MAX_MANIFEST_BYTES + 1), "is larger than a manifest may be (1,048,576 bytes)"),
+    (b"\xff\xfe", "is not a manifest (not UTF-8 text)"),
+    (None, "could not download http://127.0.0.1:"),  # nothing there: a 404
+])
+def test_a_manifest_url_that_serves_no_manifest_is_one_sentence(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / export.MANIFEST).write_bytes(content)
+    with web_site(tmp_path) as (url, _), pytest.raises(ValueError, match=re.escape(message)):
+        hub("ResNet20", manifest=f"{url}{export.MANIFEST}")
 
 
 @pytest.mark.parametrize("line,message", [
