@@ -10,6 +10,8 @@ classic      what the usual scripts (and the seed repository) do: a torchvision-
 ours-eager   train.py's Training with --compile off: device-resident data, batched augmentation,
              channels_last, bf16 autocast where the hardware is fast at it, fused SGD, one sync per epoch.
 ours         the same with --compile on, which is what `--compile auto` picks for a full run.
+ours-graph   the same with --step-graph on: the whole training step replayed as one CUDA graph (on a
+             GPU, where it is among the default pipelines).
 
 An epoch is training on the 50k training images plus evaluating the 10k test images. Printed per
 pipeline: every epoch's seconds, the first epoch including set-up (data loading, compilation), the
@@ -24,6 +26,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -93,10 +96,15 @@ def classic_epochs(model_name: str, dataset: data.Dataset, device: torch.device,
     return seconds
 
 
-def our_epochs(model_name: str, dataset: data.Dataset, data_dir: Path, compile_: str, epochs: int) -> list[float]:
+# This project's pipelines: train.py's flags for each
+OURS = {"ours-eager": ["--compile", "off"], "ours": ["--compile", "on"],
+        "ours-graph": ["--compile", "on", "--step-graph", "on"]}
+
+
+def our_epochs(model_name: str, dataset: data.Dataset, data_dir: Path, flags: list[str], epochs: int) -> list[float]:
     """Seconds of each epoch of train.py's own loop; the first includes set-up and compilation."""
     start = time.perf_counter()
-    args = train.parse_args(["--model", model_name, "--data-dir", str(data_dir), "--compile", compile_])
+    args = train.parse_args(["--model", model_name, "--data-dir", str(data_dir), *flags])
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     training = train.Training(args, runtime, model, dataset)
     stop = StopSignals()
@@ -110,26 +118,26 @@ def our_epochs(model_name: str, dataset: data.Dataset, data_dir: Path, compile_:
     return seconds
 
 
-def main() -> None:
+def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help=f"folder holding {data.CIFAR10.folder}/")
     parser.add_argument("--models", nargs="+", default=["ResNet20", "ResNet56"])
     parser.add_argument("--epochs", type=int, default=3, help="epochs per pipeline; the steady state is epochs 2..N")
-    parser.add_argument("--pipelines", nargs="+", default=["classic", "ours-eager", "ours"],
-                        choices=["classic", "ours-eager", "ours"])
-    args = parser.parse_args()
+    parser.add_argument("--pipelines", nargs="+", choices=["classic", *OURS],
+                        help="default: classic, ours-eager, ours, and ours-graph on a GPU")
+    args = parser.parse_args(argv)
     device = pick_device("auto")
+    pipelines = args.pipelines or ["classic", "ours-eager", "ours", *(["ours-graph"] if device.type == "cuda" else [])]
     dataset = data.load_dataset(data.find_or_download(args.data_dir))
     train_images = len(dataset.train.labels) // 128 * 128
     print(f"device: {describe_device(device)}; {args.epochs} epochs per pipeline", flush=True)
     for model_name in args.models:
         steady = {}
-        for pipeline in args.pipelines:
+        for pipeline in pipelines:
             if pipeline == "classic":
                 seconds = classic_epochs(model_name, dataset, device, args.epochs)
             else:
-                seconds = our_epochs(model_name, dataset, args.data_dir, "on" if pipeline == "ours" else "off",
-                                     args.epochs)
+                seconds = our_epochs(model_name, dataset, args.data_dir, OURS[pipeline], args.epochs)
             steady[pipeline] = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
             ratio = (f", {steady[pipeline] / steady['classic']:.2f} x classic"
                      if "classic" in steady and pipeline != "classic" else "")

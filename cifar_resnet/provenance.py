@@ -100,7 +100,10 @@ class Record:
 
     def ran(self, epoch: int, step_graph: str, compile_failure: Optional[str]) -> None:
         """What this part's ``epoch`` really ran: its step captured or not (``step_graph``: "on", or
-        "off" and why), and where torch.compile failed, the first epoch of this part that ran eager."""
+        "off" and why), and where torch.compile failed, the first epoch of this part that ran eager.
+        Nothing before ``begin``: a Training run outside train.py (benchmarks/classic_vs_ours.py) keeps no record."""
+        if self.current is None:
+            return
         self.current["step_graph"] = step_graph
         if compile_failure is not None:
             self.current.setdefault("compile_failed", {"epoch": epoch, "reason": compile_failure})

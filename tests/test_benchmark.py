@@ -162,3 +162,16 @@ def test_the_step_graph_equivalence_check_runs_and_finds_two_uncaptured_runs_equ
         "largest difference, weights", "largest difference, BatchNorm statistics", "largest difference, momentum",
         "largest difference, running sums"]
     assert all(line.endswith(": 0") for line in differences)
+
+
+@pytest.mark.slow
+def test_the_classic_pipeline_comparison_runs_every_pipeline_it_names(data_dir, monkeypatch, capsys):
+    """benchmarks/classic_vs_ours.py on tiny data: a line per pipeline, ours set against classic."""
+    monkeypatch.syspath_prepend(Path(__file__).resolve().parent.parent / "benchmarks")
+    import classic_vs_ours
+
+    classic_vs_ours.main(["--data-dir", str(data_dir), "--models", "ResNet20", "--epochs", "2",
+                          "--pipelines", "classic", "ours-eager"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ResNet20 ")]
+    assert [line.split()[1] for line in lines] == ["classic", "ours-eager"]
+    assert "epochs (s): " in lines[0] and lines[1].endswith(" x classic")
