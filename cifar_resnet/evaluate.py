@@ -11,7 +11,7 @@ from typing import Optional
 from cifar_resnet import data, figures, hardware, passes
 from cifar_resnet.checkpoints import load_checkpoint, rebuild_model
 from cifar_resnet.errors import UsageError
-from cifar_resnet.runfolder import own_folder
+from cifar_resnet.runfolder import RunFileError, own_folder
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> dict:
@@ -52,8 +52,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> dict:
     figure = path.parent / "plots" / f"{path.stem}_confusion_matrix.png"
     try:
         own_folder(figure.parent)  # a link there is replaced, never followed to another run's files
-    except OSError as error:
-        raise UsageError(f"cannot write the confusion matrix to {figure.parent} ({error.strerror or error})") from None
+    except (OSError, RunFileError) as error:  # RunFileError: a file where plots/ belongs
+        raise UsageError(f"cannot write the confusion matrix to {figure.parent} "
+                         f"({getattr(error, 'strerror', None) or error})") from None
     figures.plot_confusion(labels, predicted, classes, figure, f"{name} ({path.name})")
     print(f"confusion matrix: {figure}")
     return {"model": name, "test_loss": loss, "test_acc": accuracy, "per_class_acc": per_class}
