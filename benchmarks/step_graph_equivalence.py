@@ -27,8 +27,9 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cifar_resnet import data, graphs, hardware, passes, settings  # noqa: E402
-from cifar_resnet.recipe import make_augmentation, make_optimizer  # noqa: E402
+from cifar_resnet import graphs, hardware, passes, settings  # noqa: E402
+from cifar_resnet.benchmark import random_train_loader  # noqa: E402
+from cifar_resnet.recipe import make_optimizer  # noqa: E402
 from resnet import build_model  # noqa: E402
 
 BATCH = 128  # the paper's
@@ -37,13 +38,11 @@ BATCH = 128  # the paper's
 def final_state(model_name: str, steps: int, device: torch.device, precision: str, capture: bool) -> tuple[dict, str]:
     """Every weight, BatchNorm statistic and momentum buffer after ``steps`` steps, and the running
     sums, by name; and the step's graph mode ("on", or "off" and why)."""
-    args = settings.parse_args(["--model", model_name])
+    args = settings.parse_args(["--model", model_name, "--batch-size", str(BATCH)])
     torch.manual_seed(0)
     model = build_model(model_name).to(device, memory_format=hardware.MEMORY_FORMAT)
     optimizer = make_optimizer(model, args, device)
-    split = data.random_split(steps * BATCH, data.SOURCES["cifar10"].class_count, torch.Generator().manual_seed(0))
-    loader = passes.train_loader(split, BATCH, data.Normalization.fit(args.normalize, split.images),
-                                 torch.Generator(device=device).manual_seed(0), make_augmentation(args))
+    loader = random_train_loader(args, device, steps, torch.Generator().manual_seed(0))
     runtime = hardware.Runtime(device, precision, None, step_graph=capture)
     step = passes.TrainStep(model, optimizer, loader, runtime)
     if capture:

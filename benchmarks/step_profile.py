@@ -34,8 +34,9 @@ from cifar_resnet import (
     passes,  # noqa: E402
     settings,  # noqa: E402
 )
+from cifar_resnet.benchmark import random_train_loader  # noqa: E402
 from cifar_resnet.hardware import StopSignals, setup  # noqa: E402
-from cifar_resnet.recipe import make_augmentation, make_optimizer, make_schedule  # noqa: E402
+from cifar_resnet.recipe import make_optimizer, make_schedule  # noqa: E402
 
 TIMED_STEPS = 200
 PROFILED_STEPS = 50
@@ -83,13 +84,9 @@ def main() -> None:
     optimizer = make_optimizer(model, args, device)
     schedule = make_schedule(args, steps_per_epoch=390)
     random_images = torch.Generator().manual_seed(0)
-    classes = data.SOURCES[args.dataset].class_count
-    normalization = data.Normalization.fit(args.normalize, data.random_split(256, classes, random_images).images)
-    generator = torch.Generator(device=device).manual_seed(0)
 
     def loader(steps: int) -> data.DeviceLoader:
-        split = data.random_split(steps * args.batch_size, classes, random_images)
-        return passes.train_loader(split, args.batch_size, normalization, generator, make_augmentation(args))
+        return random_train_loader(args, device, steps, random_images)
 
     # One step throughout, as in a run (a captured step is captured once), over batches made before any is timed.
     train_step = passes.TrainStep(step_model, optimizer, loader(max(options.steps, PROFILED_STEPS)), runtime)

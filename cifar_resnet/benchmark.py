@@ -57,6 +57,18 @@ def peak_memory(runtime: Runtime) -> str:
     return f"{peak_memory_gib(runtime.device):.2f} GiB {where}"
 
 
+def random_train_loader(args: argparse.Namespace, device: torch.device, steps: int,
+                        images: torch.Generator) -> data.DeviceLoader:
+    """``steps`` batches of random images (drawn from ``images``) of the data set's shape, shuffled,
+    augmented and normalised as a run's are, by statistics of random images too: what the
+    benchmarks (this one, benchmarks/step_profile.py and step_graph_equivalence.py) train on."""
+    classes = data.SOURCES[args.dataset].class_count
+    normalization = data.Normalization.fit(args.normalize, data.random_split(2 * args.batch_size, classes, images).images)
+    return passes.train_loader(data.random_split(steps * args.batch_size, classes, images), args.batch_size,
+                               normalization, torch.Generator(device=device).manual_seed(args.seed),
+                               make_augmentation(args))
+
+
 def run(args: argparse.Namespace) -> dict:
     runtime, model = setup(args, model=args.model, settings=vars(args), epochs=args.epochs)
     step_model = runtime.compile(model)
@@ -69,17 +81,13 @@ def run(args: argparse.Namespace) -> dict:
     train_images = all_train - val_images
     schedule = make_schedule(args, steps_per_epoch=train_images // args.batch_size)
     random_images = torch.Generator().manual_seed(args.seed)
-    normalization = data.Normalization.fit(args.normalize,
-                                           data.random_split(2 * args.batch_size, classes, random_images).images)
-    generator = torch.Generator(device=runtime.device).manual_seed(args.seed)
+    # One loader and one step throughout, as in a run: a captured step (--step-graph on) is captured once.
+    loader = random_train_loader(args, runtime.device, MAX_TIMED_STEPS, random_images)
     eval_images = 10 * passes.eval_batch_size(runtime.device)
-    test_loader = passes.eval_loader(data.random_split(eval_images, classes, random_images), normalization, runtime.device)
+    test_loader = passes.eval_loader(data.random_split(eval_images, classes, random_images), loader.normalization,
+                                     runtime.device)
     stop = StopSignals()  # not installed: train.main's own handler ends a benchmark at once, in one line
     mixing = make_mixing(args, classes)
-
-    # One loader and one step throughout, as in a run: a captured step (--step-graph on) is captured once.
-    loader = passes.train_loader(data.random_split(MAX_TIMED_STEPS * args.batch_size, classes, random_images),
-                                 args.batch_size, normalization, generator, make_augmentation(args))
     train_step = passes.TrainStep(step_model, optimizer, loader, runtime, mixing, args.label_smoothing)
     if runtime.step_graph:
         graphs.capture_steps(train_step)
